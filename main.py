@@ -1,0 +1,79 @@
+"""crontick's entry point: ``create_app()`` wires settings, store, handlers and HTTP.
+
+gunicorn serves ``main:app``; the Flask CLI runs ``flask --app main ...``. The
+module-level ``app`` is built on first access, so importing this module creates
+no client and reads no environment.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+
+from flask import Flask
+
+from handlers import HandlerRegistry, build_registry
+from scheduler.clock import utc_now
+from scheduler.engine import TickEngine
+from scheduler.service import JobService
+from scheduler.settings import Settings
+from storage import JobStore, create_store
+from web.auth import TokenVerifier
+from web.cli import register_cli
+from web.context import Crontick
+from web.errors import register_error_handlers
+from web.logs import configure_logging
+from web.tick import bp as tick_bp
+
+
+def create_app(
+    config: Mapping[str, str] | None = None,
+    *,
+    store: JobStore | None = None,
+    registry: HandlerRegistry | None = None,
+    clock: Callable[[], datetime] = utc_now,
+    rng: random.Random | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> Flask:
+    """Build the app from ``config`` (environment-style strings; default ``os.environ``)."""
+    settings = Settings.from_env(os.environ if config is None else config)
+    configure_logging(settings)
+    registry = registry or build_registry(settings.handler_modules)
+    store = store or create_store(settings)
+    store.open()
+
+    def verifier(allowed: tuple[str, ...]) -> TokenVerifier:
+        return TokenVerifier(
+            mode=settings.auth_mode,
+            audience=settings.oidc_audience,
+            allowed=allowed,
+            certs_url=settings.oidc_certs_url,
+            certs_timeout=settings.oidc_certs_timeout_seconds,
+        )
+
+    app = Flask(__name__)
+    app.json.sort_keys = False
+    app.extensions["crontick"] = Crontick(
+        settings=settings,
+        store=store,
+        registry=registry,
+        engine=TickEngine(store, registry, settings, rng=rng, monotonic=monotonic),
+        service=JobService(store, registry, clock),
+        clock=clock,
+        tick_verifier=verifier(settings.oidc_allowed_emails),
+        admin_verifier=verifier(settings.admin_emails),
+    )
+    app.register_blueprint(tick_bp)
+    register_error_handlers(app)
+    register_cli(app)
+    return app
+
+
+def __getattr__(name: str) -> Flask:
+    if name == "app":
+        globals()["app"] = application = create_app()
+        return application
+    raise AttributeError(name)

@@ -1,0 +1,288 @@
+"""The job model: what a stored job is, and the records a tick produces.
+
+A :class:`Job` is immutable; every change makes a new one with
+:func:`dataclasses.replace`. All datetimes are timezone-aware UTC; naive values
+are refused at the input boundary (:mod:`scheduler.jobspec`) and never reach
+this module.
+
+Lifecycle::
+
+    pending ──claim──▶ running ──settle──▶ pending    (recurring, or retry with backoff)
+       ▲  │                │      └──────▶ completed  (one-off succeeded)
+       │  │                │      └──────▶ failed     (attempts exhausted: dead letter)
+       │  └─pause──▶ paused│
+       └────resume─────┘   └─lease expires─▶ claimable again ("recovered")
+    any non-final ──cancel──▶ cancelled
+
+Fields that drive the engine:
+
+``next_run_at``
+    When the job is next due. ``None`` once it is final.
+``fire_at``
+    The nominal fire time of the occurrence the job is waiting to run. Equal to
+    ``next_run_at`` except while a failed occurrence backs off before a retry,
+    when ``next_run_at`` is later. Handlers see it as ``ctx.fire_at``.
+``attempts``
+    Attempts made at the current occurrence. A claim increments it (so an
+    attempt whose process died still counts); a success resets it to 0.
+``lease_owner`` / ``lease_until`` / ``lease_epoch``
+    The fence. A claim sets owner and expiry and increments the epoch; a settle
+    is applied only if owner and epoch still match what the claim set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Any
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class Misfire(StrEnum):
+    """What a recurring job does when a tick finds it overdue by more than a period."""
+
+    RUN_ONCE = "run_once"  # run once now, then move to the next future fire time
+    SKIP = "skip"  # later than misfire_grace_seconds: do not run, move on
+    RUN_ALL = "run_all"  # run every missed fire time (at most MAX_CATCH_UP), in order
+
+
+class Outcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # handler raised or timed out; retried while attempts remain
+    DEAD = "dead"  # failed and out of attempts: the job is now ``failed``
+    MISFIRED = "misfired"  # skipped by the ``skip`` misfire policy, not run
+    DEFERRED = "deferred"  # claimed but not started before the tick budget ran out
+    LEASE_LOST = "lease_lost"  # ran, but another tick took the lease meanwhile
+
+
+class Source(StrEnum):
+    """Which path ran a tick (shadow mode compares them)."""
+
+    CLOUD_SCHEDULER = "cloud_scheduler"
+    LEGACY_LOOP = "legacy_loop"
+    MANUAL = "manual"
+
+
+MAX_CATCH_UP = 100
+
+
+def utc(value: datetime) -> datetime:
+    """Return ``value`` in UTC; refuse naive datetimes (a programming error here)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value!r}; crontick only handles aware datetimes")
+    return value.astimezone(timezone.utc)
+
+
+def to_iso(value: datetime | None) -> str | None:
+    """Fixed-width RFC 3339 in UTC, so that stored timestamps also sort as strings."""
+    return None if value is None else utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def from_iso(value: str | None) -> datetime | None:
+    return None if value is None else utc(datetime.fromisoformat(value))
+
+
+_DATETIME_FIELDS = (
+    "schedule_at",
+    "next_run_at",
+    "fire_at",
+    "last_run_at",
+    "created_at",
+    "updated_at",
+    "lease_until",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: str
+    job_type: str
+    payload: dict[str, Any]
+    status: JobStatus
+    next_run_at: datetime | None
+    fire_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    # Exactly one of the three schedules is set.
+    schedule_at: datetime | None = None
+    cron: str | None = None
+    interval_seconds: int | None = None
+    timezone: str = "UTC"
+    misfire: Misfire = Misfire.RUN_ONCE
+    misfire_grace_seconds: int = 60
+    max_attempts: int = 3
+    timeout_seconds: float | None = None  # None: SCHEDULER_JOB_TIMEOUT_SECONDS
+    attempts: int = 0
+    last_run_at: datetime | None = None
+    last_outcome: str | None = None
+    last_error: str | None = None
+    created_by: str | None = None
+    idempotency_key: str | None = None
+    lease_owner: str | None = None
+    lease_until: datetime | None = None
+    lease_epoch: int = 0
+
+    @property
+    def is_recurring(self) -> bool:
+        return self.cron is not None or self.interval_seconds is not None
+
+    def is_due(self, now: datetime) -> bool:
+        """Claimable at ``now``: pending and due, or running with an expired lease."""
+        if self.status is JobStatus.PENDING:
+            return self.next_run_at is not None and self.next_run_at <= now
+        if self.status is JobStatus.RUNNING:
+            return self.lease_until is None or self.lease_until <= now
+        return False
+
+    def replace(self, **changes: Any) -> Job:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; datetimes as RFC 3339 strings in UTC ('Z')."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in _DATETIME_FIELDS:
+                value = to_iso(value)
+            elif isinstance(value, StrEnum):
+                value = value.value
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        """Inverse of :meth:`to_dict`. Unknown keys are ignored (forward compatible)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for name in _DATETIME_FIELDS:
+            if isinstance(values.get(name), str):
+                values[name] = from_iso(values[name])
+        values["status"] = JobStatus(values["status"])
+        values["misfire"] = Misfire(values.get("misfire", Misfire.RUN_ONCE))
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """One attempt (or misfire skip) of one occurrence of a job: the history record."""
+
+    job_id: str
+    fire_at: datetime
+    attempt: int
+    tick_id: str
+    outcome: Outcome
+    started_at: datetime
+    duration_ms: float
+    error: str | None = None
+    source: Source = Source.MANUAL
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "fire_at": to_iso(self.fire_at),
+            "attempt": self.attempt,
+            "tick_id": self.tick_id,
+            "outcome": self.outcome.value,
+            "started_at": to_iso(self.started_at),
+            "duration_ms": self.duration_ms,
+            "error": self.error,
+            "source": self.source.value,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Execution:
+        return cls(
+            job_id=data["job_id"],
+            fire_at=from_iso(data["fire_at"]),
+            attempt=data["attempt"],
+            tick_id=data["tick_id"],
+            outcome=Outcome(data["outcome"]),
+            started_at=from_iso(data["started_at"]),
+            duration_ms=data["duration_ms"],
+            error=data.get("error"),
+            source=Source(data.get("source", Source.MANUAL)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """The state a tick wants to write back for one job it claimed.
+
+    ``expected_owner``/``expected_epoch`` are the fence: a store applies the
+    settlement only if the stored job still carries them. ``job`` is the full new
+    state (lease fields already cleared).
+    """
+
+    job: Job
+    expected_owner: str
+    expected_epoch: int
+    executions: tuple[Execution, ...] = ()
+
+
+@dataclass(slots=True)
+class TickMetrics:
+    jobs_checked: int = 0
+    jobs_due: int = 0
+    jobs_executed: int = 0
+    jobs_succeeded: int = 0
+    jobs_failed: int = 0
+    jobs_skipped: int = 0
+    jobs_recovered: int = 0
+    jobs_deferred: int = 0
+    jobs_misfired: int = 0
+    lease_lost: int = 0
+    duration_ms: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(slots=True)
+class TickRecord:
+    """One tick as stored: dedupes Cloud Scheduler retries and feeds status pages.
+
+    ``occurrence_key`` is ``"<X-CloudScheduler-JobName>@<X-CloudScheduler-ScheduleTime>"``
+    when the request carried both headers, else ``None`` (never deduplicated).
+    """
+
+    tick_id: str
+    started_at: datetime
+    source: Source
+    occurrence_key: str | None = None
+    finished_at: datetime | None = None
+    metrics: TickMetrics = field(default_factory=TickMetrics)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tick_id": self.tick_id,
+            "started_at": to_iso(self.started_at),
+            "source": self.source.value,
+            "occurrence_key": self.occurrence_key,
+            "finished_at": to_iso(self.finished_at),
+            "metrics": self.metrics.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TickRecord:
+        return cls(
+            tick_id=data["tick_id"],
+            started_at=from_iso(data["started_at"]),
+            source=Source(data["source"]),
+            occurrence_key=data.get("occurrence_key"),
+            finished_at=from_iso(data.get("finished_at")),
+            metrics=TickMetrics(**data.get("metrics", {})),
+        )

@@ -1,0 +1,138 @@
+"""Operator verbs on jobs, shared by the HTTP API, the CLI and the chat webhook.
+
+Each verb is one atomic store update whose change function is pure (stores may
+retry it). Verbs that act on a job a tick currently holds (``pause``,
+``cancel``) take the lease from that tick: they clear ``lease_owner`` and bump
+``lease_epoch``, so the tick's late settle is refused and the operator's
+decision stands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from scheduler.errors import ConflictError, ValidationError
+from scheduler.jobspec import apply_patch, build_job
+from scheduler.model import Job, JobStatus
+from scheduler.timing import first_fire_time, next_fire_after
+from storage.base import JobStore
+
+
+class JobService:
+    def __init__(self, store: JobStore, registry: Any, clock: Callable[[], datetime]) -> None:
+        self.store = store
+        self.registry = registry
+        self.clock = clock
+
+    def create(self, data: Any, *, created_by: str | None = None) -> tuple[Job, bool]:
+        """Validate and store a job; ``(job, False)`` when its idempotency key exists."""
+        job = build_job(data, known_types=self.registry.names(), now=self.clock(), created_by=created_by)
+        self.registry.validate_payload(job.job_type, job.payload)
+        return self.store.add_job(job)
+
+    def get(self, job_id: str) -> Job:
+        return self.store.get_job(job_id)
+
+    def list(self, **filters: Any) -> list[Job]:
+        return self.store.list_jobs(**filters)
+
+    def patch(self, job_id: str, data: Any) -> Job:
+        now = self.clock()
+
+        def change(job: Job) -> Job:
+            if job.status.is_final or job.status is JobStatus.RUNNING:
+                raise ConflictError(f"job {job.id} is {job.status.value}; only pending or paused jobs can be changed")
+            new = apply_patch(job, data, now=now)
+            if new.is_recurring and new.next_run_at is None and new.status is JobStatus.PENDING:
+                raise ValidationError(f"cron expression {new.cron!r} never fires", "cron")
+            self.registry.validate_payload(new.job_type, new.payload)
+            return new
+
+        return self.store.update_job(job_id, change)
+
+    def pause(self, job_id: str) -> Job:
+        now = self.clock()
+
+        def change(job: Job) -> Job:
+            if job.status is JobStatus.PAUSED:
+                return job
+            if job.status not in (JobStatus.PENDING, JobStatus.RUNNING):
+                raise ConflictError(f"job {job.id} is {job.status.value}; only pending or running jobs can be paused")
+            return _unleased(job, status=JobStatus.PAUSED, updated_at=now)
+
+        return self.store.update_job(job_id, change)
+
+    def resume(self, job_id: str, *, catch_up: bool = False) -> Job:
+        """Paused (or dead-lettered) -> pending. A recurring job moves to its next future
+        fire time unless ``catch_up``, which keeps the overdue time so the next tick runs it."""
+        now = self.clock()
+
+        def change(job: Job) -> Job:
+            if job.status not in (JobStatus.PAUSED, JobStatus.FAILED):
+                raise ConflictError(f"job {job.id} is {job.status.value}; only paused or failed jobs can be resumed")
+            next_run = job.next_run_at
+            if job.status is JobStatus.FAILED or next_run is None:
+                next_run = now if not job.is_recurring else next_fire_after(job, now)
+            elif job.is_recurring and not catch_up and next_run <= now:
+                next_run = next_fire_after(job, now)
+            if next_run is None:
+                raise ConflictError(f"job {job.id} has no future fire time")
+            return job.replace(status=JobStatus.PENDING, next_run_at=next_run, fire_at=next_run, attempts=0, updated_at=now)
+
+        return self.store.update_job(job_id, change)
+
+    def run_now(self, job_id: str) -> Job:
+        """Make the job due at once; its schedule is unchanged (a recurring job's next
+        fire time after this run is computed as usual)."""
+        now = self.clock()
+
+        def change(job: Job) -> Job:
+            if job.status not in (JobStatus.PENDING, JobStatus.FAILED):
+                raise ConflictError(f"job {job.id} is {job.status.value}; only pending or failed jobs can be run now")
+            return job.replace(status=JobStatus.PENDING, next_run_at=now, fire_at=now, attempts=0, updated_at=now)
+
+        return self.store.update_job(job_id, change)
+
+    def cancel(self, job_id: str) -> Job:
+        now = self.clock()
+
+        def change(job: Job) -> Job:
+            if job.status is JobStatus.CANCELLED:
+                return job
+            if job.status.is_final:
+                raise ConflictError(f"job {job.id} is {job.status.value} and cannot be cancelled")
+            return _unleased(job, status=JobStatus.CANCELLED, next_run_at=None, updated_at=now)
+
+        return self.store.update_job(job_id, change)
+
+    def release(self, job_id: str, *, force: bool = False) -> Job:
+        """Free a stuck lease: the job becomes pending and due at its current time."""
+        now = self.clock()
+
+        def change(job: Job) -> Job:
+            if job.status is not JobStatus.RUNNING:
+                raise ConflictError(f"job {job.id} is {job.status.value}; it holds no lease")
+            if job.lease_until is not None and job.lease_until > now and not force:
+                raise ConflictError(f"job {job.id}'s lease is live until {job.lease_until.isoformat()}; pass force to take it anyway")
+            return _unleased(job, status=JobStatus.PENDING, attempts=max(job.attempts - 1, 0), updated_at=now)
+
+        return self.store.update_job(job_id, change)
+
+    def preview(self, job_id: str, count: int) -> list[datetime]:
+        job = self.get(job_id)
+        start = job.next_run_at or first_fire_time(job, self.clock())
+        if start is None:
+            return []
+        times = [start]
+        while len(times) < count and job.is_recurring:
+            following = next_fire_after(job, times[-1])
+            if following is None:
+                break
+            times.append(following)
+        return times
+
+
+def _unleased(job: Job, **changes: Any) -> Job:
+    return job.replace(lease_owner=None, lease_until=None, lease_epoch=job.lease_epoch + 1, **changes)

@@ -1,0 +1,156 @@
+"""Settings: read once, from an injected environment mapping, with strict casts.
+
+``Settings.from_env(os.environ)`` is called by the app factory; tests pass a
+plain dict. A bad or inconsistent value raises :class:`ConfigError` naming the
+variable, so the service fails at start rather than at the first tick.
+``.env.example`` documents every variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from scheduler.errors import ConfigError
+
+T = TypeVar("T")
+
+ENVIRONMENTS = ("local", "test", "development", "staging", "production")
+AUTH_MODES = ("oidc", "iam", "disabled")
+STORAGES = ("json", "memory", "firestore")
+GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be true or false")
+
+
+class _Reader:
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+
+    def get(self, name: str, default: T, cast: Callable[[str], T], *, minimum: float | None = None, choices: tuple[str, ...] = ()) -> T:
+        raw = self.environ.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            value = cast(raw.strip())
+        except ValueError as exc:
+            detail = {int: "must be an integer", float: "must be a number"}.get(cast, str(exc))  # type: ignore[call-overload]
+            raise ConfigError(f"{name}={raw!r}: {detail}") from None
+        if choices and value not in choices:
+            raise ConfigError(f"{name}={raw!r}: must be one of {', '.join(choices)}")
+        if minimum is not None and value < minimum:  # type: ignore[operator]
+            raise ConfigError(f"{name}={raw!r}: must be at least {minimum:g}")
+        return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    environment: str = "local"
+    auth_mode: str = "oidc"
+    oidc_audience: str | None = None
+    oidc_allowed_emails: tuple[str, ...] = ()
+    oidc_certs_url: str = GOOGLE_CERTS_URL
+    oidc_certs_timeout_seconds: float = 5.0
+    admin_emails: tuple[str, ...] = ()
+    google_cloud_project: str | None = None
+    storage: str = "json"
+    json_path: str = "./data/jobs.json"
+    json_lock_timeout_seconds: float = 10.0
+    max_concurrency: int = 8
+    lease_seconds: float = 300.0
+    tick_budget_seconds: float = 150.0
+    job_timeout_seconds: float = 60.0
+    retry_base_seconds: float = 30.0
+    retry_max_seconds: float = 3600.0
+    claim_batch_size: int = 500
+    history_limit: int = 50
+    history_days: int = 30
+    handler_modules: tuple[str, ...] = ()
+    local_tick_seconds: float = 60.0
+    log_level: str = "INFO"
+    firestore_database: str = "(default)"
+    firestore_jobs_collection: str = "scheduler_jobs"
+    firestore_executions_collection: str = "scheduler_executions"
+    firestore_ticks_collection: str = "scheduler_ticks"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        reader = _Reader(environ)
+        defaults = cls()
+        values = {
+            name: reader.get(env_name, getattr(defaults, name), cast, **options)
+            for name, (env_name, cast, options) in _VARIABLES.items()
+        }
+        settings = cls(**values)
+        settings._check()
+        return settings
+
+    def _check(self) -> None:
+        if self.auth_mode == "disabled" and self.environment == "production":
+            raise ConfigError("AUTH_MODE=disabled is refused when ENVIRONMENT=production; use oidc or iam")
+        if self.auth_mode in ("oidc", "iam"):
+            if not self.oidc_audience:
+                raise ConfigError(f"OIDC_AUDIENCE is required with AUTH_MODE={self.auth_mode} (the service URL Cloud Scheduler uses)")
+            if not self.oidc_allowed_emails:
+                raise ConfigError(f"OIDC_ALLOWED_EMAILS is required with AUTH_MODE={self.auth_mode} (the invoker service account)")
+        if self.tick_budget_seconds >= self.lease_seconds:
+            raise ConfigError(
+                f"SCHEDULER_TICK_BUDGET_SECONDS ({self.tick_budget_seconds:g}) must be below SCHEDULER_LEASE_SECONDS "
+                f"({self.lease_seconds:g}), or leases could expire while their tick still runs"
+            )
+        if self.job_timeout_seconds > self.tick_budget_seconds:
+            raise ConfigError(
+                f"SCHEDULER_JOB_TIMEOUT_SECONDS ({self.job_timeout_seconds:g}) must not exceed "
+                f"SCHEDULER_TICK_BUDGET_SECONDS ({self.tick_budget_seconds:g})"
+            )
+        if self.retry_max_seconds < self.retry_base_seconds:
+            raise ConfigError("SCHEDULER_RETRY_MAX_SECONDS must be at least SCHEDULER_RETRY_BASE_SECONDS")
+
+    def replace(self, **changes: Any) -> Settings:
+        new = dataclasses.replace(self, **changes)
+        new._check()
+        return new
+
+
+_VARIABLES: dict[str, tuple[str, Callable[[str], Any], dict[str, Any]]] = {
+    "environment": ("ENVIRONMENT", str.lower, {"choices": ENVIRONMENTS}),
+    "auth_mode": ("AUTH_MODE", str.lower, {"choices": AUTH_MODES}),
+    "oidc_audience": ("OIDC_AUDIENCE", str, {}),
+    "oidc_allowed_emails": ("OIDC_ALLOWED_EMAILS", _csv, {}),
+    "oidc_certs_url": ("OIDC_CERTS_URL", str, {}),
+    "oidc_certs_timeout_seconds": ("OIDC_CERTS_TIMEOUT_SECONDS", float, {"minimum": 0.1}),
+    "admin_emails": ("ADMIN_EMAILS", _csv, {}),
+    "google_cloud_project": ("GOOGLE_CLOUD_PROJECT", str, {}),
+    "storage": ("SCHEDULER_STORAGE", str.lower, {"choices": STORAGES}),
+    "json_path": ("SCHEDULER_JSON_PATH", str, {}),
+    "json_lock_timeout_seconds": ("SCHEDULER_JSON_LOCK_TIMEOUT_SECONDS", float, {"minimum": 0.01}),
+    "max_concurrency": ("SCHEDULER_MAX_CONCURRENCY", int, {"minimum": 1}),
+    "lease_seconds": ("SCHEDULER_LEASE_SECONDS", float, {"minimum": 1}),
+    "tick_budget_seconds": ("SCHEDULER_TICK_BUDGET_SECONDS", float, {"minimum": 0.1}),
+    "job_timeout_seconds": ("SCHEDULER_JOB_TIMEOUT_SECONDS", float, {"minimum": 0.01}),
+    "retry_base_seconds": ("SCHEDULER_RETRY_BASE_SECONDS", float, {"minimum": 0}),
+    "retry_max_seconds": ("SCHEDULER_RETRY_MAX_SECONDS", float, {"minimum": 0}),
+    "claim_batch_size": ("SCHEDULER_CLAIM_BATCH_SIZE", int, {"minimum": 1}),
+    "history_limit": ("SCHEDULER_HISTORY_LIMIT", int, {"minimum": 1}),
+    "history_days": ("SCHEDULER_HISTORY_DAYS", int, {"minimum": 1}),
+    "handler_modules": ("SCHEDULER_HANDLER_MODULES", _csv, {}),
+    "local_tick_seconds": ("SCHEDULER_LOCAL_TICK_SECONDS", float, {"minimum": 1}),
+    "log_level": ("LOG_LEVEL", str.upper, {"choices": ("DEBUG", "INFO", "WARNING", "ERROR")}),
+    "firestore_database": ("FIRESTORE_DATABASE", str, {}),
+    "firestore_jobs_collection": ("FIRESTORE_JOBS_COLLECTION", str, {}),
+    "firestore_executions_collection": ("FIRESTORE_EXECUTIONS_COLLECTION", str, {}),
+    "firestore_ticks_collection": ("FIRESTORE_TICKS_COLLECTION", str, {}),
+}

@@ -1,0 +1,157 @@
+"""The store interface every crontick store implements.
+
+Each method is one atomic unit against the store: it either applies all of what
+its docstring says it writes, or raises and writes nothing. Every store passes
+the same contract suite (``tests/contract/``).
+
+Errors: any method may raise :class:`~scheduler.errors.StoreUnavailable`
+(transient; retry later) or :class:`~scheduler.errors.StoreCorrupt` (stored
+data unreadable; nothing is overwritten). Methods that take a job id raise
+:class:`~scheduler.errors.JobNotFound` for an unknown id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from scheduler.model import Execution, Job, JobStatus, Settlement, TickRecord
+
+
+@dataclass(slots=True)
+class ClaimResult:
+    """What :meth:`JobStore.claim_due_jobs` did.
+
+    ``claimed`` holds the jobs as they are now stored (status ``running``, the new
+    lease). ``recovered`` are the ids among them whose previous lease had expired.
+    ``checked`` counts the job records the store examined to find due ones;
+    ``due`` the due jobs it saw; ``conflicts`` the due jobs another claimer took
+    between read and write; ``more_due`` is true when due jobs beyond ``limit``
+    remain. ``duplicate_of`` is set (and nothing claimed) when the tick's
+    occurrence was already handled by another tick.
+    """
+
+    claimed: list[Job] = field(default_factory=list)
+    recovered: set[str] = field(default_factory=set)
+    checked: int = 0
+    due: int = 0
+    conflicts: int = 0
+    more_due: bool = False
+    duplicate_of: TickRecord | None = None
+
+
+@dataclass(slots=True)
+class SettleResult:
+    """Ids whose settlement was written (``applied``) or refused by the fence (``lost``)."""
+
+    applied: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+
+
+@runtime_checkable
+class JobStore(Protocol):
+    """Durable home of jobs, their execution history and recent tick records."""
+
+    kind: str  # "memory", "json", "firestore": shown on status pages
+
+    def open(self) -> None:
+        """Check the store is usable; called once at start.
+
+        Reads: whatever proves the stored data is readable (the JSON store parses
+        its file). Writes: nothing but empty structures for a brand-new store.
+        Raises StoreCorrupt (naming the file or collection) so the service refuses to start.
+        """
+
+    def close(self) -> None:
+        """Release clients and handles. Writes nothing."""
+
+    # -- jobs -------------------------------------------------------------
+    def add_job(self, job: Job) -> tuple[Job, bool]:
+        """Insert ``job``; return ``(stored_job, created)``.
+
+        Reads: the job with ``job.idempotency_key`` (if set), and ``job.id``.
+        Writes: the whole new job, unless a job with the same idempotency key
+        exists, in which case nothing is written and ``(existing, False)`` is
+        returned. Raises ConflictError if ``job.id`` is already taken.
+        """
+
+    def get_job(self, job_id: str) -> Job:
+        """Return the job. Reads one job. Raises JobNotFound."""
+
+    def list_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        job_type: str | None = None,
+        limit: int = 100,
+        after_id: str | None = None,
+    ) -> list[Job]:
+        """Jobs ordered by id, filtered by ``status``/``job_type``, with id > ``after_id``.
+
+        Reads at most ``limit`` matching jobs (more on stores that scan). Writes nothing.
+        """
+
+    def update_job(self, job_id: str, change: Callable[[Job], Job]) -> Job:
+        """Atomically replace the job with ``change(job)`` and return the new job.
+
+        ``change`` must be pure: a store may call it more than once (transaction
+        retries). Any exception it raises propagates and nothing is written.
+        Reads and writes exactly that one job, including its lease fields as
+        ``change`` returns them. Raises JobNotFound.
+        """
+
+    def count_due(self, now: datetime) -> int:
+        """Number of jobs claimable at ``now`` (see :meth:`Job.is_due`). Writes nothing."""
+
+    def count_by_status(self) -> dict[str, int]:
+        """Number of jobs per status value (every status present, zeros included)."""
+
+    # -- the tick ---------------------------------------------------------
+    def claim_due_jobs(self, *, now: datetime, tick: TickRecord, lease_seconds: float, limit: int) -> ClaimResult:
+        """Lease up to ``limit`` jobs that are due at ``now`` to ``tick.tick_id``.
+
+        Due means ``pending`` with ``next_run_at <= now``, or ``running`` with
+        ``lease_until <= now`` (a recovered lease); earliest ``next_run_at`` first.
+        Each claim is atomic per job and re-checks at write time that the job is
+        still due, so two claimers never both get one job; a job lost to another
+        claimer counts in ``conflicts``.
+
+        Writes, on each claimed job only: ``status=running``,
+        ``lease_owner=tick.tick_id``, ``lease_until=now+lease_seconds``,
+        ``lease_epoch+1``, ``attempts+1``, ``updated_at=now``.
+
+        When ``tick.occurrence_key`` is set and a *different* tick with that key
+        is stored, finished or started less than ``lease_seconds`` ago, nothing
+        is claimed and ``duplicate_of`` is that record. Otherwise, if any job was
+        claimed, ``tick`` is stored (as started) in the same unit.
+        """
+
+    def settle_jobs(self, settlements: Sequence[Settlement], *, tick: TickRecord) -> SettleResult:
+        """Write back the outcome of claimed jobs, fenced, plus history and the tick record.
+
+        For each settlement: if the stored job's ``lease_owner`` and
+        ``lease_epoch`` equal ``expected_owner``/``expected_epoch``, replace the
+        job with ``settlement.job`` and append its executions; otherwise write
+        nothing to the job, append its executions with outcome ``lease_lost``,
+        and list its id in ``lost``. Then add ``len(lost)`` to
+        ``tick.metrics.lease_lost`` and store ``tick`` (replacing the record with
+        the same ``tick_id``). Executions beyond the store's history limit are
+        dropped, oldest first.
+        """
+
+    # -- history ----------------------------------------------------------
+    def list_executions(
+        self,
+        *,
+        job_id: str | None = None,
+        outcome: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+    ) -> list[Execution]:
+        """Execution records, newest ``started_at`` first, filtered. Writes nothing."""
+
+    def recent_ticks(self, limit: int = 20) -> list[TickRecord]:
+        """The most recently started tick records, newest first. Writes nothing."""

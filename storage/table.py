@@ -1,0 +1,287 @@
+"""The store verbs over one in-memory document, shared by the memory and JSON stores.
+
+The document is plain JSON data (what the JSON store writes to disk)::
+
+    {"schema_version": 1,
+     "jobs": {job_id: Job.to_dict(), ...},
+     "executions": {job_id: [Execution.to_dict(), ...oldest first], ...},
+     "ticks": [TickRecord.to_dict(), ...oldest first]}
+
+:class:`JobTable` does no locking and no I/O: the calling store holds its lock
+around each call and persists the document when the call reports ``dirty``.
+Inner dicts are replaced, never mutated, so a failed write cannot leave a
+half-changed job behind in a shared reference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from scheduler.errors import ConflictError, JobNotFound
+from scheduler.model import Execution, Job, JobStatus, Outcome, Settlement, TickRecord, to_iso
+from storage.base import ClaimResult, SettleResult
+
+SCHEMA_VERSION = 1
+TICKS_KEPT = 200
+
+
+def empty_document() -> dict[str, Any]:
+    return {"schema_version": SCHEMA_VERSION, "jobs": {}, "executions": {}, "ticks": []}
+
+
+class JobTable:
+    """Store semantics (see :class:`storage.base.JobStore`) over ``doc``.
+
+    Every mutating method sets ``self.dirty`` when it changed ``doc``.
+    """
+
+    def __init__(self, doc: dict[str, Any], *, history_limit: int) -> None:
+        self.doc = doc
+        self.history_limit = history_limit
+        self.dirty = False
+
+    @property
+    def jobs(self) -> dict[str, dict[str, Any]]:
+        return self.doc["jobs"]
+
+    def _get(self, job_id: str) -> dict[str, Any]:
+        try:
+            return self.jobs[job_id]
+        except KeyError:
+            raise JobNotFound(job_id) from None
+
+    # -- jobs -------------------------------------------------------------
+    def add_job(self, job: Job) -> tuple[Job, bool]:
+        if job.idempotency_key is not None:
+            for data in self.jobs.values():
+                if data.get("idempotency_key") == job.idempotency_key:
+                    return Job.from_dict(data), False
+        if job.id in self.jobs:
+            raise ConflictError(f"a job with id {job.id!r} already exists")
+        self.jobs[job.id] = job.to_dict()
+        self.dirty = True
+        return job, True
+
+    def get_job(self, job_id: str) -> Job:
+        return Job.from_dict(self._get(job_id))
+
+    def list_jobs(self, *, status: JobStatus | None, job_type: str | None, limit: int, after_id: str | None) -> list[Job]:
+        out = []
+        for job_id in sorted(self.jobs):
+            if after_id is not None and job_id <= after_id:
+                continue
+            data = self.jobs[job_id]
+            if status is not None and data["status"] != status.value:
+                continue
+            if job_type is not None and data["job_type"] != job_type:
+                continue
+            out.append(Job.from_dict(data))
+            if len(out) >= limit:
+                break
+        return out
+
+    def update_job(self, job_id: str, change: Callable[[Job], Job]) -> Job:
+        new = change(Job.from_dict(self._get(job_id)))
+        if new.id != job_id:
+            raise ValueError("update_job's change must not alter the job id")
+        self.jobs[job_id] = new.to_dict()
+        self.dirty = True
+        return new
+
+    def _due_ids(self, now_iso: str) -> list[tuple[str, str]]:
+        due = []
+        for job_id, data in self.jobs.items():
+            status = data["status"]
+            if status == "pending":
+                when = data["next_run_at"]
+                if when is not None and when <= now_iso:
+                    due.append((when, job_id))
+            elif status == "running":
+                until = data["lease_until"]
+                if until is None or until <= now_iso:
+                    due.append((data["next_run_at"] or "", job_id))
+        due.sort()
+        return due
+
+    def count_due(self, now: datetime) -> int:
+        return len(self._due_ids(to_iso(now)))
+
+    def count_by_status(self) -> dict[str, int]:
+        counts = {status.value: 0 for status in JobStatus}
+        for data in self.jobs.values():
+            counts[data["status"]] += 1
+        return counts
+
+    # -- the tick ---------------------------------------------------------
+    def _find_duplicate(self, tick: TickRecord, now: datetime, lease_seconds: float) -> TickRecord | None:
+        if tick.occurrence_key is None:
+            return None
+        horizon = to_iso(now - timedelta(seconds=lease_seconds))
+        for data in reversed(self.doc["ticks"]):
+            if data["occurrence_key"] != tick.occurrence_key or data["tick_id"] == tick.tick_id:
+                continue
+            if data["finished_at"] is not None or data["started_at"] > horizon:
+                return TickRecord.from_dict(data)
+        return None
+
+    def _put_tick(self, tick: TickRecord) -> None:
+        ticks = [t for t in self.doc["ticks"] if t["tick_id"] != tick.tick_id]
+        ticks.append(tick.to_dict())
+        self.doc["ticks"] = ticks[-TICKS_KEPT:]
+        self.dirty = True
+
+    def claim_due_jobs(self, *, now: datetime, tick: TickRecord, lease_seconds: float, limit: int) -> ClaimResult:
+        duplicate = self._find_duplicate(tick, now, lease_seconds)
+        if duplicate is not None:
+            return ClaimResult(duplicate_of=duplicate)
+        now_iso = to_iso(now)
+        due = self._due_ids(now_iso)
+        result = ClaimResult(checked=len(self.jobs), due=len(due), more_due=len(due) > limit)
+        lease_until = to_iso(now + timedelta(seconds=lease_seconds))
+        for _, job_id in due[:limit]:
+            data = self.jobs[job_id]
+            if data["status"] == "running":
+                result.recovered.add(job_id)
+            claimed = data | {
+                "status": "running",
+                "lease_owner": tick.tick_id,
+                "lease_until": lease_until,
+                "lease_epoch": data["lease_epoch"] + 1,
+                "attempts": data["attempts"] + 1,
+                "updated_at": now_iso,
+            }
+            self.jobs[job_id] = claimed
+            result.claimed.append(Job.from_dict(claimed))
+        if result.claimed:
+            self._put_tick(tick)
+        return result
+
+    def settle_jobs(self, settlements: Sequence[Settlement], *, tick: TickRecord) -> SettleResult:
+        result = SettleResult()
+        for settlement in settlements:
+            job_id = settlement.job.id
+            current = self.jobs.get(job_id)
+            fenced = (
+                current is not None
+                and current["lease_owner"] == settlement.expected_owner
+                and current["lease_epoch"] == settlement.expected_epoch
+            )
+            executions = settlement.executions
+            if fenced:
+                self.jobs[job_id] = settlement.job.to_dict()
+                result.applied.append(job_id)
+            else:
+                executions = tuple(_as_lost(e) for e in executions)
+                result.lost.append(job_id)
+            self._append_executions(job_id, executions)
+        tick.metrics.lease_lost += len(result.lost)
+        self._put_tick(tick)
+        return result
+
+    def _append_executions(self, job_id: str, executions: Sequence[Execution]) -> None:
+        if not executions:
+            return
+        history = self.doc["executions"].get(job_id, []) + [e.to_dict() for e in executions]
+        self.doc["executions"][job_id] = history[-self.history_limit :]
+        self.dirty = True
+
+    # -- history ----------------------------------------------------------
+    def list_executions(
+        self,
+        *,
+        job_id: str | None,
+        outcome: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        limit: int,
+    ) -> list[Execution]:
+        if job_id is not None:
+            pools = [self.doc["executions"].get(job_id, [])]
+        else:
+            pools = list(self.doc["executions"].values())
+        since_iso, until_iso = to_iso(since), to_iso(until)
+        rows = [
+            row
+            for pool in pools
+            for row in pool
+            if (outcome is None or row["outcome"] == outcome)
+            and (since_iso is None or row["started_at"] >= since_iso)
+            and (until_iso is None or row["started_at"] < until_iso)
+        ]
+        rows.sort(key=lambda row: row["started_at"], reverse=True)
+        return [Execution.from_dict(row) for row in rows[:limit]]
+
+    def recent_ticks(self, limit: int) -> list[TickRecord]:
+        ticks = sorted(self.doc["ticks"], key=lambda t: t["started_at"], reverse=True)
+        return [TickRecord.from_dict(t) for t in ticks[:limit]]
+
+
+def _as_lost(execution: Execution) -> Execution:
+    return dataclasses.replace(execution, outcome=Outcome.LEASE_LOST)
+
+
+class TableStore:
+    """The :class:`~storage.base.JobStore` verbs for stores built on a :class:`JobTable`.
+
+    Subclasses provide :meth:`_call`, which runs one table verb atomically (holding
+    whatever locks they need) and persists the document when the verb dirtied it.
+    """
+
+    kind = "table"
+
+    def _call(self, verb: str, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def add_job(self, job: Job) -> tuple[Job, bool]:
+        return self._call("add_job", job)
+
+    def get_job(self, job_id: str) -> Job:
+        return self._call("get_job", job_id)
+
+    def list_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        job_type: str | None = None,
+        limit: int = 100,
+        after_id: str | None = None,
+    ) -> list[Job]:
+        return self._call("list_jobs", status=status, job_type=job_type, limit=limit, after_id=after_id)
+
+    def update_job(self, job_id: str, change: Callable[[Job], Job]) -> Job:
+        return self._call("update_job", job_id, change)
+
+    def count_due(self, now: datetime) -> int:
+        return self._call("count_due", now)
+
+    def count_by_status(self) -> dict[str, int]:
+        return self._call("count_by_status")
+
+    def claim_due_jobs(self, *, now: datetime, tick: TickRecord, lease_seconds: float, limit: int) -> ClaimResult:
+        return self._call("claim_due_jobs", now=now, tick=tick, lease_seconds=lease_seconds, limit=limit)
+
+    def settle_jobs(self, settlements: Sequence[Settlement], *, tick: TickRecord) -> SettleResult:
+        return self._call("settle_jobs", settlements, tick=tick)
+
+    def list_executions(
+        self,
+        *,
+        job_id: str | None = None,
+        outcome: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+    ) -> list[Execution]:
+        return self._call("list_executions", job_id=job_id, outcome=outcome, since=since, until=until, limit=limit)
+
+    def recent_ticks(self, limit: int = 20) -> list[TickRecord]:
+        return self._call("recent_ticks", limit)

@@ -1,0 +1,32 @@
+"""The objects one app instance is wired from, reachable in views as ``crontick()``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from flask import current_app
+
+from handlers.registry import HandlerRegistry
+from scheduler.engine import TickEngine
+from scheduler.service import JobService
+from scheduler.settings import Settings
+from storage.base import JobStore
+from web.auth import TokenVerifier
+
+
+@dataclass
+class Crontick:
+    settings: Settings
+    store: JobStore
+    registry: HandlerRegistry
+    engine: TickEngine
+    service: JobService
+    clock: Callable[[], datetime]
+    tick_verifier: TokenVerifier
+    admin_verifier: TokenVerifier
+
+
+def crontick() -> Crontick:
+    return current_app.extensions["crontick"]
