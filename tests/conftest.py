@@ -1,0 +1,98 @@
+"""Shared fixtures: a fake clock, the app factory, and stores for the contract suite.
+
+``make_store`` is parametrised over every store kind; each call returns a new
+store instance over the *same* backing data (the same JSON file, the same
+Firestore collections), the way separate processes see one store.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from handlers import build_registry
+from handlers.registry import HandlerRegistry
+from storage.base import JobStore
+from storage.jsonfile import JsonFileStore
+from storage.memory import MemoryStore
+from tests.support import handlers as test_handlers
+from tests.support.clock import FakeClock
+
+STORE_KINDS = ["memory", "json"]
+
+BASE_CONFIG = {
+    "ENVIRONMENT": "test",
+    "AUTH_MODE": "disabled",
+    "SCHEDULER_STORAGE": "memory",
+    "SCHEDULER_RETRY_BASE_SECONDS": "10",
+    "SCHEDULER_RETRY_MAX_SECONDS": "600",
+    "LOG_LEVEL": "INFO",
+}
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def registry() -> HandlerRegistry:
+    registry = build_registry()
+    test_handlers.register(registry)
+    return registry
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def make_store(store_kind: str, tmp_path) -> Iterator[Callable[[], JobStore]]:
+    created: list[JobStore] = []
+    memory = MemoryStore(history_limit=5)
+
+    def factory() -> JobStore:
+        if store_kind == "memory":
+            store: JobStore = memory
+        elif store_kind == "json":
+            store = JsonFileStore(tmp_path / "jobs.json", history_limit=5)
+        else:
+            raise AssertionError(store_kind)
+        store.open()
+        created.append(store)
+        return store
+
+    yield factory
+    for store in created:
+        store.close()
+
+
+@pytest.fixture
+def store(make_store) -> JobStore:
+    return make_store()
+
+
+@pytest.fixture
+def config(tmp_path) -> dict[str, str]:
+    return BASE_CONFIG | {"SCHEDULER_JSON_PATH": str(tmp_path / "jobs.json")}
+
+
+@pytest.fixture
+def app(config, clock, registry):
+    from main import create_app
+
+    return create_app(config, clock=clock, registry=registry, rng=random.Random(7))
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def ct(app):
+    """The wired objects of ``app`` (settings, store, engine, service, ...)."""
+    return app.extensions["crontick"]

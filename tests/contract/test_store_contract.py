@@ -1,0 +1,251 @@
+"""The store contract: every store (memory, JSON file, Firestore) must pass this suite.
+
+Each test states one promise of :class:`storage.base.JobStore`, asserted on
+stored state, not on calls.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+
+from scheduler.errors import ConflictError, JobNotFound
+from scheduler.model import Execution, JobStatus, Outcome, Settlement, Source, TickRecord
+from tests.support.clock import T0
+from tests.support.jobs import make_job
+
+LEASE = 300.0
+
+
+def tick(tick_id: str = "tick-a", key: str | None = None, at=T0) -> TickRecord:
+    return TickRecord(tick_id=tick_id, started_at=at, source=Source.MANUAL, occurrence_key=key)
+
+
+def claim(store, tick_id="tick-a", *, now=T0, limit=100, key=None):
+    return store.claim_due_jobs(now=now, tick=tick(tick_id, key, now), lease_seconds=LEASE, limit=limit)
+
+
+def done(job, **changes):
+    """A settlement that completes a claimed job."""
+    new = job.replace(status=JobStatus.COMPLETED, next_run_at=None, lease_owner=None, lease_until=None, **changes)
+    execution = Execution(job.id, job.fire_at, job.attempts, job.lease_owner, Outcome.SUCCEEDED, T0, 1.5, None, Source.MANUAL)
+    return Settlement(job=new, expected_owner=job.lease_owner, expected_epoch=job.lease_epoch, executions=(execution,))
+
+
+# -- jobs -------------------------------------------------------------------
+
+
+def test_add_then_get_round_trips_every_field(store):
+    job = make_job("a1", cron="*/5 * * * *", schedule_at=None, timezone="Europe/Paris", payload={"x": [1, {"y": None}]}, created_by="ops@x", idempotency_key="k1", timeout_seconds=2.5)
+    stored, created = store.add_job(job)
+    assert created and stored == job
+    got = store.get_job("a1")
+    assert got == job
+    assert got.next_run_at.tzinfo is not None and got.next_run_at.utcoffset() == timedelta(0)
+
+
+def test_add_with_existing_idempotency_key_returns_the_existing_job(store):
+    first, _ = store.add_job(make_job("a1", idempotency_key="same"))
+    again, created = store.add_job(make_job("a2", idempotency_key="same"))
+    assert not created and again == first
+    assert [j.id for j in store.list_jobs()] == ["a1"]
+
+
+def test_add_with_taken_id_is_a_conflict(store):
+    store.add_job(make_job("a1"))
+    with pytest.raises(ConflictError):
+        store.add_job(make_job("a1", payload={"other": True}))
+    assert store.get_job("a1").payload == {"n": "a1"}
+
+
+def test_get_unknown_job_raises_not_found(store):
+    with pytest.raises(JobNotFound):
+        store.get_job("nope")
+
+
+def test_list_filters_and_pages_by_id(store):
+    for i in range(7):
+        store.add_job(make_job(f"j{i}", job_type="log" if i % 2 else "http_request", status=JobStatus.PAUSED if i == 3 else JobStatus.PENDING))
+    assert [j.id for j in store.list_jobs(limit=3)] == ["j0", "j1", "j2"]
+    assert [j.id for j in store.list_jobs(limit=3, after_id="j2")] == ["j3", "j4", "j5"]
+    assert [j.id for j in store.list_jobs(job_type="log")] == ["j1", "j3", "j5"]
+    assert [j.id for j in store.list_jobs(status=JobStatus.PAUSED)] == ["j3"]
+
+
+def test_update_job_applies_the_change(store):
+    store.add_job(make_job("a1"))
+    updated = store.update_job("a1", lambda job: job.replace(status=JobStatus.PAUSED, payload={"v": 2}))
+    assert updated.status is JobStatus.PAUSED
+    assert store.get_job("a1") == updated
+
+
+def test_update_job_that_raises_writes_nothing(store):
+    store.add_job(make_job("a1"))
+
+    def refuse(job):
+        raise ConflictError("no")
+
+    with pytest.raises(ConflictError):
+        store.update_job("a1", refuse)
+    assert store.get_job("a1") == make_job("a1")
+    with pytest.raises(JobNotFound):
+        store.update_job("missing", lambda job: job)
+
+
+def test_counts(store):
+    store.add_job(make_job("due1"))
+    store.add_job(make_job("due2", due_in=-100))
+    store.add_job(make_job("future", due_in=100))
+    store.add_job(make_job("paused", status=JobStatus.PAUSED))
+    assert store.count_due(T0) == 2
+    counts = store.count_by_status()
+    assert counts == {"pending": 3, "running": 0, "paused": 1, "completed": 0, "failed": 0, "cancelled": 0}
+
+
+# -- claim ------------------------------------------------------------------
+
+
+def test_claim_takes_due_jobs_only_and_writes_the_lease(store):
+    store.add_job(make_job("due", due_in=-5))
+    store.add_job(make_job("now", due_in=0))
+    store.add_job(make_job("future", due_in=5))
+    store.add_job(make_job("paused", status=JobStatus.PAUSED))
+    store.add_job(make_job("done", status=JobStatus.COMPLETED, next_run_at=None))
+    result = claim(store)
+    assert [j.id for j in result.claimed] == ["due", "now"]  # earliest first
+    assert result.recovered == set() and result.conflicts == 0 and not result.more_due
+    for job in result.claimed:
+        stored = store.get_job(job.id)
+        assert stored == job
+        assert stored.status is JobStatus.RUNNING
+        assert stored.lease_owner == "tick-a"
+        assert stored.lease_until == T0 + timedelta(seconds=LEASE)
+        assert stored.lease_epoch == 1 and stored.attempts == 1
+    assert store.get_job("future").status is JobStatus.PENDING
+
+
+def test_claim_respects_limit_and_reports_more_due(store):
+    for i in range(5):
+        store.add_job(make_job(f"j{i}", due_in=-10 + i))
+    first = claim(store, limit=2)
+    assert [j.id for j in first.claimed] == ["j0", "j1"] and first.more_due
+    second = claim(store, "tick-b", limit=10)
+    assert [j.id for j in second.claimed] == ["j2", "j3", "j4"] and not second.more_due
+
+
+def test_a_live_lease_is_not_claimed_again_but_an_expired_one_is_recovered(store):
+    store.add_job(make_job("a1"))
+    claim(store, "tick-a")
+    assert claim(store, "tick-b", now=T0 + timedelta(seconds=LEASE - 1)).claimed == []
+    later = T0 + timedelta(seconds=LEASE)
+    result = claim(store, "tick-c", now=later)
+    assert [j.id for j in result.claimed] == ["a1"] and result.recovered == {"a1"}
+    job = store.get_job("a1")
+    assert (job.lease_owner, job.lease_epoch, job.attempts) == ("tick-c", 2, 2)
+
+
+def test_concurrent_claimers_never_share_a_job(make_store):
+    setup = make_store()
+    for i in range(120):
+        setup.add_job(make_job(f"j{i:03d}"))
+    results: dict[str, list[str]] = {}
+    barrier = threading.Barrier(4)
+
+    def worker(name: str) -> None:
+        store = make_store()
+        barrier.wait()
+        got: list[str] = []
+        while True:
+            batch = claim(store, name, limit=7).claimed
+            if not batch:
+                break
+            got += [j.id for j in batch]
+        results[name] = got
+
+    threads = [threading.Thread(target=worker, args=(f"t{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    claimed = [job_id for got in results.values() for job_id in got]
+    assert sorted(claimed) == [f"j{i:03d}" for i in range(120)]  # each exactly once
+    for name, got in results.items():
+        assert all(setup.get_job(job_id).lease_owner == name for job_id in got)
+
+
+def test_same_occurrence_from_another_tick_is_a_duplicate(store):
+    store.add_job(make_job("a1"))
+    store.add_job(make_job("a2", due_in=30))
+    first = claim(store, "tick-a", key="cron@2026-01-05T12:00:00Z")
+    assert [j.id for j in first.claimed] == ["a1"]
+    retry = claim(store, "tick-b", now=T0 + timedelta(seconds=60), key="cron@2026-01-05T12:00:00Z")
+    assert retry.claimed == [] and retry.duplicate_of.tick_id == "tick-a"
+    assert store.get_job("a2").status is JobStatus.PENDING  # the retry ran nothing
+    # The first tick itself may claim another batch under its key...
+    assert claim(store, "tick-a", now=T0 + timedelta(seconds=60), key="cron@2026-01-05T12:00:00Z").duplicate_of is None
+    # ...and another occurrence is not a duplicate.
+    assert claim(store, "tick-c", key="cron@2026-01-05T12:01:00Z").duplicate_of is None
+
+
+def test_finished_occurrence_stays_a_duplicate(store):
+    store.add_job(make_job("a1"))
+    first = claim(store, "tick-a", key="occ-1")
+    record = tick("tick-a", "occ-1")
+    record.finished_at = T0 + timedelta(seconds=1)
+    record.metrics.jobs_executed = 1
+    store.settle_jobs([done(first.claimed[0])], tick=record)
+    retry = claim(store, "tick-b", now=T0 + timedelta(hours=1), key="occ-1")
+    assert retry.duplicate_of.tick_id == "tick-a" and retry.duplicate_of.metrics.jobs_executed == 1
+
+
+# -- settle -----------------------------------------------------------------
+
+
+def test_settle_applies_when_the_fence_matches(store):
+    store.add_job(make_job("a1"))
+    job = claim(store).claimed[0]
+    record = tick()
+    result = store.settle_jobs([done(job)], tick=record)
+    assert result.applied == ["a1"] and result.lost == []
+    stored = store.get_job("a1")
+    assert stored.status is JobStatus.COMPLETED and stored.lease_owner is None
+    assert [e.outcome for e in store.list_executions(job_id="a1")] == [Outcome.SUCCEEDED]
+    assert store.recent_ticks(1)[0].tick_id == "tick-a"
+
+
+def test_a_stale_settle_is_refused_by_the_epoch(store):
+    store.add_job(make_job("a1"))
+    stale = claim(store, "tick-a").claimed[0]
+    fresh = claim(store, "tick-b", now=T0 + timedelta(seconds=LEASE + 1)).claimed[0]
+    record = tick("tick-a")
+    result = store.settle_jobs([done(stale)], tick=record)
+    assert result.lost == ["a1"] and result.applied == []
+    assert record.metrics.lease_lost == 1
+    assert store.get_job("a1") == fresh  # the newer state is untouched
+    assert [e.outcome for e in store.list_executions(job_id="a1")] == [Outcome.LEASE_LOST]
+    assert store.settle_jobs([done(fresh)], tick=tick("tick-b")).applied == ["a1"]
+
+
+def test_an_operator_update_that_bumps_the_epoch_fences_out_the_tick(store):
+    store.add_job(make_job("a1"))
+    job = claim(store).claimed[0]
+    store.update_job("a1", lambda j: j.replace(status=JobStatus.PAUSED, lease_owner=None, lease_until=None, lease_epoch=j.lease_epoch + 1))
+    assert store.settle_jobs([done(job)], tick=tick()).lost == ["a1"]
+    assert store.get_job("a1").status is JobStatus.PAUSED
+
+
+def test_history_is_newest_first_filtered_and_bounded(store):
+    store.add_job(make_job("a1"))
+    for i in range(7):  # the suite's stores keep 5 per job
+        job = claim(store, f"t{i}", now=T0 + timedelta(minutes=i)).claimed[0]
+        execution = Execution("a1", job.fire_at, i, f"t{i}", Outcome.FAILED if i % 2 else Outcome.SUCCEEDED, T0 + timedelta(minutes=i), 1.0, None, Source.MANUAL)
+        back = job.replace(status=JobStatus.PENDING, lease_owner=None, lease_until=None)
+        store.settle_jobs([Settlement(back, job.lease_owner, job.lease_epoch, (execution,))], tick=tick(f"t{i}", at=T0 + timedelta(minutes=i)))
+    history = store.list_executions(job_id="a1")
+    assert [e.tick_id for e in history] == ["t6", "t5", "t4", "t3", "t2"]
+    assert [e.tick_id for e in store.list_executions(outcome="failed")] == ["t5", "t3"]
+    window = store.list_executions(since=T0 + timedelta(minutes=3), until=T0 + timedelta(minutes=5))
+    assert [e.tick_id for e in window] == ["t4", "t3"]
+    assert [t.tick_id for t in store.recent_ticks(3)] == ["t6", "t5", "t4"]
