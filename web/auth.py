@@ -152,9 +152,14 @@ class TokenVerifier:
 
 
 def is_allowed(email: str, allowed: Collection[str]) -> bool:
+    """``email`` is listed, or its ``@domain`` is. Only a ``local@domain`` email
+    qualifies: without an ``@`` (or with an empty side) the whole string would be
+    taken for the domain, and ``example.com`` would pass an ``@example.com`` entry."""
     email = email.lower()
-    domain = "@" + email.rpartition("@")[2]
-    return email in allowed or domain in allowed
+    local, at, domain = email.rpartition("@")
+    if not (local and at and domain):
+        return False
+    return email in allowed or f"@{domain}" in allowed
 
 
 def _short(exc: BaseException) -> str:
