@@ -139,7 +139,7 @@ class TokenFactory:
         issued now and expiring in an hour. ``overrides`` replace claims
         (``OMIT`` removes one)."""
         now = int(time.time())
-        sub = str(100000000000000000000 + zlib.crc32(email.encode("utf-8")))
+        sub = str(100000000000000000000 + zlib.crc32(str(email).encode("utf-8")))
         claims: dict[str, Any] = {
             "aud": audience,
             "azp": sub,
@@ -150,7 +150,7 @@ class TokenFactory:
             "iss": GOOGLE_ISSUER,
             "sub": sub,
         }
-        for name, value in overrides.items():
+        for name, value in {"aud": audience, "email": email, **overrides}.items():
             if value is OMIT:
                 claims.pop(name, None)
             else:
