@@ -1,0 +1,301 @@
+#!/usr/bin/env bash
+# Build and roll out crontick on Cloud Run.
+#
+#   ./deploy.sh deploy                 build, deploy a revision that takes the traffic a plain deploy gets
+#   ./deploy.sh deploy-tag TAG         build, deploy a revision with no traffic, reachable at its TAG URL
+#   ./deploy.sh check TAG              GET /health on the TAG URL with your identity token
+#   ./deploy.sh promote TAG [PERCENT]  health check, then send PERCENT (default 100) of traffic to TAG
+#   ./deploy.sh rollback [REVISION]    100% of traffic to REVISION (default: the revision before the serving one)
+#   ./deploy.sh status                 the service's URL, traffic split and recent revisions
+#
+# Settings come from the environment, then from $ENV_FILE (default: .env beside
+# this script) for names the environment does not set: the environment wins.
+#   required: PROJECT_ID (or GOOGLE_CLOUD_PROJECT), REGION, SERVICE_NAME;
+#             RUNTIME_SERVICE_ACCOUNT for deploy and deploy-tag
+#   optional: IMAGE (deploy this image instead of building from source with --source .),
+#             DEPLOY_EXTRA_FLAGS (more `gcloud run deploy` flags, split on spaces),
+#             CURL_MAX_TIME (seconds, default 30)
+# The service's own variables (ENVIRONMENT, AUTH_MODE, OIDC_*, SCHEDULER_*,
+# FIRESTORE_*, ...; see APP_VARIABLES) are passed to the revision when set.
+#
+# Every command is printed (prefixed "+") before it runs; the first failing one stops the script.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+PROG="deploy.sh"
+
+# The variables of scheduler/settings.py (_VARIABLES) and the shadow mode, forwarded when set.
+# tests/deploy checks this list against _VARIABLES.
+APP_VARIABLES=(
+  ENVIRONMENT AUTH_MODE OIDC_AUDIENCE OIDC_ALLOWED_EMAILS OIDC_CERTS_URL OIDC_CERTS_TIMEOUT_SECONDS
+  ADMIN_EMAILS GOOGLE_CLOUD_PROJECT LOG_LEVEL
+  SCHEDULER_STORAGE SCHEDULER_JSON_PATH SCHEDULER_JSON_LOCK_TIMEOUT_SECONDS
+  SCHEDULER_MAX_CONCURRENCY SCHEDULER_LEASE_SECONDS SCHEDULER_TICK_BUDGET_SECONDS
+  SCHEDULER_JOB_TIMEOUT_SECONDS SCHEDULER_RETRY_BASE_SECONDS SCHEDULER_RETRY_MAX_SECONDS
+  SCHEDULER_CLAIM_BATCH_SIZE SCHEDULER_HISTORY_LIMIT SCHEDULER_HISTORY_DAYS
+  SCHEDULER_HANDLER_MODULES SCHEDULER_LOCAL_TICK_SECONDS
+  SCHEDULER_SHADOW_MODE SCHEDULER_LEGACY_INTERVAL_SECONDS
+  FIRESTORE_DATABASE FIRESTORE_JOBS_COLLECTION FIRESTORE_EXECUTIONS_COLLECTION FIRESTORE_TICKS_COLLECTION
+)
+# Separates KEY=VALUE pairs in --set-env-vars (gcloud's ^DELIM^ escaping), because
+# OIDC_ALLOWED_EMAILS and ADMIN_EMAILS hold commas.
+ENV_DELIM="|"
+
+die() {
+  echo "$PROG: error: $*" >&2
+  exit 1
+}
+
+usage() {
+  sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  exit 2
+}
+
+# Print a command the way a shell would read it back.
+show() {
+  local out="+" arg
+  for arg in "$@"; do
+    if [[ "$arg" =~ ^[A-Za-z0-9_./:=@,%+-]+$ ]]; then
+      out+=" $arg"
+    else
+      out+=" '${arg//\'/\'\\\'\'}'"
+    fi
+  done
+  echo "$out" >&2
+}
+
+run() {
+  show "$@"
+  local rc=0
+  "$@" || rc=$?
+  if ((rc != 0)); then
+    echo "$PROG: error: command failed (exit $rc): $1 ${2:-} ${3:-} ${4:-}" >&2
+    exit "$rc"
+  fi
+}
+
+# KEY=VALUE lines of $ENV_FILE, for keys the environment leaves unset. Not sourced: nothing in it runs.
+load_env_file() {
+  local file="${ENV_FILE:-$ROOT/.env}" line key value
+  [[ -f "$file" ]] || return 0
+  while IFS= read -r line || [[ -n "$line" ]]; do
+    line="${line#"${line%%[![:space:]]*}"}"
+    [[ -z "$line" || "$line" == \#* ]] && continue
+    line="${line#export }"
+    [[ "$line" == *=* ]] || continue
+    key="${line%%=*}"
+    value="${line#*=}"
+    [[ "$key" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || continue
+    if [[ "$value" =~ ^\"(.*)\"$ || "$value" =~ ^\'(.*)\'$ ]]; then
+      value="${BASH_REMATCH[1]}"
+    fi
+    if [[ -z "${!key+set}" ]]; then
+      export "$key=$value"
+    fi
+  done <"$file"
+}
+
+require() {
+  local name missing=()
+  for name in "$@"; do
+    [[ -n "${!name:-}" ]] || missing+=("$name")
+  done
+  if ((${#missing[@]})); then
+    die "missing required setting(s): ${missing[*]} (set them in the environment or in ${ENV_FILE:-$ROOT/.env})"
+  fi
+}
+
+settings() {
+  load_env_file
+  PROJECT_ID="${PROJECT_ID:-${GOOGLE_CLOUD_PROJECT:-}}"
+  require PROJECT_ID REGION SERVICE_NAME
+  GOOGLE_CLOUD_PROJECT="${GOOGLE_CLOUD_PROJECT:-$PROJECT_ID}"
+}
+
+check_app_settings() {
+  require RUNTIME_SERVICE_ACCOUNT
+  local auth="${AUTH_MODE:-oidc}"
+  auth="${auth,,}"
+  if [[ "$auth" == "oidc" || "$auth" == "iam" ]]; then
+    require OIDC_AUDIENCE OIDC_ALLOWED_EMAILS
+  elif [[ "$auth" == "disabled" && "${ENVIRONMENT:-}" == "production" ]]; then
+    die "AUTH_MODE=disabled is refused with ENVIRONMENT=production"
+  fi
+}
+
+env_vars_flag() {
+  local name value pairs=""
+  for name in "${APP_VARIABLES[@]}"; do
+    value="${!name:-}"
+    [[ -n "$value" ]] || continue
+    [[ "$value" != *"$ENV_DELIM"* ]] || die "$name contains '$ENV_DELIM', which --set-env-vars uses as its separator here"
+    pairs+="${pairs:+$ENV_DELIM}$name=$value"
+  done
+  printf '%s' "--set-env-vars=^$ENV_DELIM^$pairs"
+}
+
+# gcloud run deploy, with $@ added (traffic and tag flags).
+deploy_revision() {
+  check_app_settings
+  local source_flag env_flag extra=()
+  if [[ -n "${IMAGE:-}" ]]; then
+    source_flag="--image=$IMAGE"
+  else
+    source_flag="--source=."
+  fi
+  read -r -a extra <<<"${DEPLOY_EXTRA_FLAGS:-}"
+  env_flag="$(env_vars_flag)"
+  cd "$ROOT"
+  run gcloud run deploy "$SERVICE_NAME" \
+    "--project=$PROJECT_ID" "--region=$REGION" "$source_flag" \
+    --no-allow-unauthenticated \
+    "--service-account=$RUNTIME_SERVICE_ACCOUNT" \
+    "$env_flag" \
+    --timeout=300 --concurrency=8 \
+    "$@" "${extra[@]}" --quiet
+}
+
+service_json() {
+  run gcloud run services describe "$SERVICE_NAME" "--project=$PROJECT_ID" "--region=$REGION" --format=json
+}
+
+# From `services describe --format=json` on stdin: field ("url" | "revision" | "latest") of traffic tag $1.
+tag_field() {
+  python3 -c '
+import json, sys
+tag, field = sys.argv[1], sys.argv[2]
+status = json.load(sys.stdin).get("status", {})
+if field == "latest":
+    print(status.get("latestReadyRevisionName", ""))
+    sys.exit(0)
+for target in status.get("traffic", []):
+    if target.get("tag") == tag:
+        print(target.get("url" if field == "url" else "revisionName", ""))
+        sys.exit(0)
+sys.exit(3)
+' "$1" "$2"
+}
+
+valid_tag() {
+  [[ "$1" =~ ^[a-z][a-z0-9-]{0,45}$ ]] || die "bad tag '$1': lower-case letters, digits and '-', starting with a letter"
+}
+
+# GET /health on the URL of traffic tag $1 (service JSON in $2); stops the script unless it answers 2xx.
+health_check() {
+  local tag="$1" json="$2" url token body
+  url="$(tag_field "$tag" url <<<"$json")" || die "service $SERVICE_NAME has no traffic tag '$tag' (deploy one with: ./deploy.sh deploy-tag $tag)"
+  [[ -n "$url" ]] || die "tag '$tag' has no URL yet; is its revision ready? (./deploy.sh status)"
+  token="$(run gcloud auth print-identity-token)"
+  [[ -n "$token" ]] || die "gcloud auth print-identity-token printed no token"
+  show curl --silent --show-error --fail --max-time "${CURL_MAX_TIME:-30}" \
+    --header "Authorization: Bearer <identity token>" "$url/health"
+  if ! body="$(curl --silent --show-error --fail --max-time "${CURL_MAX_TIME:-30}" \
+    --header "Authorization: Bearer $token" "$url/health")"; then
+    die "health check of tag '$tag' failed: GET $url/health did not answer 2xx; traffic left as it was"
+  fi
+  echo "$PROG: $url/health: $body" >&2
+}
+
+cmd_check() {
+  [[ $# -eq 1 ]] || usage
+  valid_tag "$1"
+  local json
+  json="$(service_json)"
+  health_check "$1" "$json"
+  echo "$PROG: tag $1 is healthy" >&2
+}
+
+cmd_deploy() {
+  [[ $# -eq 0 ]] || usage
+  deploy_revision
+}
+
+cmd_deploy_tag() {
+  [[ $# -eq 1 ]] || usage
+  valid_tag "$1"
+  deploy_revision --no-traffic "--tag=$1"
+}
+
+cmd_promote() {
+  [[ $# -ge 1 && $# -le 2 ]] || usage
+  local tag="$1" percent="${2:-100}" json revision latest serving
+  valid_tag "$tag"
+  if ! [[ "$percent" =~ ^[0-9]+$ ]] || ((percent < 1 || percent > 100)); then
+    die "PERCENT must be a whole number from 1 to 100, not '$percent'"
+  fi
+  json="$(service_json)"
+  health_check "$tag" "$json"
+  revision="$(tag_field "$tag" revision <<<"$json")"
+  latest="$(tag_field "$tag" latest <<<"$json")"
+  serving="$(serving_revisions <<<"$json" | head -n 1)"
+  if ((percent == 100)) && [[ -n "$revision" && "$revision" == "$latest" ]]; then
+    # The tag is the newest revision: serve "latest", so the next plain deploy takes traffic again.
+    run gcloud run services update-traffic "$SERVICE_NAME" "--project=$PROJECT_ID" "--region=$REGION" --to-latest
+  else
+    run gcloud run services update-traffic "$SERVICE_NAME" "--project=$PROJECT_ID" "--region=$REGION" "--to-tags=$tag=$percent"
+  fi
+  if [[ -n "$serving" && "$serving" != "$revision" ]]; then
+    echo "$PROG: $serving served before; to go back: ./deploy.sh rollback $serving" >&2
+  fi
+}
+
+# From `services describe --format=json` on stdin: the revisions with traffic, most traffic first.
+serving_revisions() {
+  python3 -c '
+import json, sys
+traffic = [t for t in json.load(sys.stdin).get("status", {}).get("traffic", []) if t.get("percent") and t.get("revisionName")]
+percents = {}
+for t in traffic:
+    percents[t["revisionName"]] = percents.get(t["revisionName"], 0) + t["percent"]
+for name in sorted(percents, key=lambda n: -percents[n]):
+    print(name)
+'
+}
+
+cmd_rollback() {
+  [[ $# -le 1 ]] || usage
+  local target="${1:-}" json serving revisions newest
+  if [[ -z "$target" ]]; then
+    json="$(service_json)"
+    serving="$(serving_revisions <<<"$json")"
+    [[ -n "$serving" ]] || die "cannot tell which revision serves traffic now; name one: ./deploy.sh rollback REVISION"
+    revisions="$(run gcloud run revisions list "--project=$PROJECT_ID" "--region=$REGION" "--service=$SERVICE_NAME" \
+      --sort-by=~metadata.creationTimestamp "--format=value(metadata.name)")"
+    # The newest revision with traffic is the one rolled back; the revision before it (by creation) takes it all.
+    newest="$(awk 'NR == FNR { serving[$1] = 1; next } ($1 in serving) { print $1; exit }' <(echo "$serving") <(echo "$revisions"))"
+    [[ -n "$newest" ]] || die "none of the serving revisions ($(echo "$serving" | paste -sd' ')) is listed by gcloud run revisions list"
+    target="$(awk -v newest="$newest" 'found && NF { print $1; exit } $1 == newest { found = 1 }' <<<"$revisions")"
+    [[ -n "$target" ]] || die "no revision older than $newest to roll back to"
+    echo "$PROG: rolling back from $newest to $target" >&2
+  fi
+  run gcloud run services update-traffic "$SERVICE_NAME" "--project=$PROJECT_ID" "--region=$REGION" "--to-revisions=$target=100"
+}
+
+cmd_status() {
+  [[ $# -eq 0 ]] || usage
+  run gcloud run services describe "$SERVICE_NAME" "--project=$PROJECT_ID" "--region=$REGION" \
+    "--format=yaml(status.url,status.latestReadyRevisionName,status.traffic)"
+  run gcloud run revisions list "--project=$PROJECT_ID" "--region=$REGION" "--service=$SERVICE_NAME" \
+    --sort-by=~metadata.creationTimestamp --limit=5
+}
+
+main() {
+  local verb="${1:-}"
+  [[ $# -gt 0 ]] && shift
+  case "$verb" in
+    deploy | deploy-tag | check | promote | rollback | status) ;;
+    -h | --help | help | "") usage ;;
+    *) echo "$PROG: unknown verb '$verb'" >&2 && usage ;;
+  esac
+  settings
+  case "$verb" in
+    deploy) cmd_deploy "$@" ;;
+    deploy-tag) cmd_deploy_tag "$@" ;;
+    check) cmd_check "$@" ;;
+    promote) cmd_promote "$@" ;;
+    rollback) cmd_rollback "$@" ;;
+    status) cmd_status "$@" ;;
+  esac
+}
+
+main "$@"

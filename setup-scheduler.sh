@@ -1,0 +1,266 @@
+#!/usr/bin/env bash
+# Cloud Scheduler (and, with SCHEDULER_STORAGE=firestore, Firestore) for a deployed crontick service.
+#
+#   ./setup-scheduler.sh [setup]   APIs, invoker service account, run.invoker binding, Firestore indexes
+#                                  and TTL, then create or update the job POSTing to $URL/cron/tick
+#   ./setup-scheduler.sh pause | resume
+#   ./setup-scheduler.sh run       force one tick now (gcloud scheduler jobs run)
+#   ./setup-scheduler.sh status    describe the job
+#
+# Idempotent: what exists is described and updated, not created again.
+# Settings come from the environment, then from $ENV_FILE (default: .env beside
+# this script) for names the environment does not set: the environment wins.
+#   required: PROJECT_ID (or GOOGLE_CLOUD_PROJECT), REGION, SERVICE_NAME
+#   optional (default): INVOKER_SERVICE_ACCOUNT (${SERVICE_NAME}-invoker; a name or an email),
+#     SCHEDULER_JOB_NAME (${SERVICE_NAME}-tick), SCHEDULER_LOCATION ($REGION),
+#     SCHEDULER_CADENCE (* * * * *), SCHEDULER_TIME_ZONE (Etc/UTC), SCHEDULER_ATTEMPT_DEADLINE (180s),
+#     SCHEDULER_MAX_RETRY_ATTEMPTS (2), SCHEDULER_MIN_BACKOFF (10s), SCHEDULER_MAX_BACKOFF (60s),
+#     SCHEDULER_STORAGE (json), FIRESTORE_DATABASE ((default)),
+#     FIRESTORE_EXECUTIONS_COLLECTION (scheduler_executions),
+#     FIRESTORE_INDEXES_FILE (firestore.indexes.json beside this script),
+#     OIDC_AUDIENCE and OIDC_ALLOWED_EMAILS: when set, checked against the service URL and the invoker.
+#
+# Every command is printed (prefixed "+") before it runs; the first failing one stops the script.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+PROG="setup-scheduler.sh"
+
+die() {
+  echo "$PROG: error: $*" >&2
+  exit 1
+}
+
+note() {
+  echo "$PROG: $*" >&2
+}
+
+usage() {
+  sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  exit 2
+}
+
+# Print a command the way a shell would read it back.
+show() {
+  local out="+" arg
+  for arg in "$@"; do
+    if [[ "$arg" =~ ^[A-Za-z0-9_./:=@,%+-]+$ ]]; then
+      out+=" $arg"
+    else
+      out+=" '${arg//\'/\'\\\'\'}'"
+    fi
+  done
+  echo "$out" >&2
+}
+
+run() {
+  show "$@"
+  local rc=0
+  "$@" || rc=$?
+  if ((rc != 0)); then
+    echo "$PROG: error: command failed (exit $rc): $1 ${2:-} ${3:-} ${4:-}" >&2
+    exit "$rc"
+  fi
+}
+
+# Run a describe-like command quietly; its status says whether the resource exists.
+exists() {
+  show "$@"
+  "$@" >/dev/null 2>&1
+}
+
+# KEY=VALUE lines of $ENV_FILE, for keys the environment leaves unset. Not sourced: nothing in it runs.
+load_env_file() {
+  local file="${ENV_FILE:-$ROOT/.env}" line key value
+  [[ -f "$file" ]] || return 0
+  while IFS= read -r line || [[ -n "$line" ]]; do
+    line="${line#"${line%%[![:space:]]*}"}"
+    [[ -z "$line" || "$line" == \#* ]] && continue
+    line="${line#export }"
+    [[ "$line" == *=* ]] || continue
+    key="${line%%=*}"
+    value="${line#*=}"
+    [[ "$key" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || continue
+    if [[ "$value" =~ ^\"(.*)\"$ || "$value" =~ ^\'(.*)\'$ ]]; then
+      value="${BASH_REMATCH[1]}"
+    fi
+    if [[ -z "${!key+set}" ]]; then
+      export "$key=$value"
+    fi
+  done <"$file"
+}
+
+require() {
+  local name missing=()
+  for name in "$@"; do
+    [[ -n "${!name:-}" ]] || missing+=("$name")
+  done
+  if ((${#missing[@]})); then
+    die "missing required setting(s): ${missing[*]} (set them in the environment or in ${ENV_FILE:-$ROOT/.env})"
+  fi
+}
+
+settings() {
+  load_env_file
+  PROJECT_ID="${PROJECT_ID:-${GOOGLE_CLOUD_PROJECT:-}}"
+  require PROJECT_ID REGION SERVICE_NAME
+  INVOKER_SERVICE_ACCOUNT="${INVOKER_SERVICE_ACCOUNT:-$SERVICE_NAME-invoker}"
+  if [[ "$INVOKER_SERVICE_ACCOUNT" == *@* ]]; then
+    INVOKER_EMAIL="$INVOKER_SERVICE_ACCOUNT"
+    INVOKER_NAME="${INVOKER_SERVICE_ACCOUNT%%@*}"
+  else
+    INVOKER_NAME="$INVOKER_SERVICE_ACCOUNT"
+    INVOKER_EMAIL="$INVOKER_NAME@$PROJECT_ID.iam.gserviceaccount.com"
+  fi
+  JOB="${SCHEDULER_JOB_NAME:-$SERVICE_NAME-tick}"
+  LOCATION="${SCHEDULER_LOCATION:-$REGION}"
+  STORAGE="${SCHEDULER_STORAGE:-json}"
+  STORAGE="${STORAGE,,}"
+  DATABASE="${FIRESTORE_DATABASE:-(default)}"
+}
+
+enable_apis() {
+  local apis=(run.googleapis.com cloudscheduler.googleapis.com iamcredentials.googleapis.com)
+  [[ "$STORAGE" == "firestore" ]] && apis+=(firestore.googleapis.com)
+  run gcloud services enable "${apis[@]}" "--project=$PROJECT_ID"
+}
+
+ensure_invoker() {
+  if exists gcloud iam service-accounts describe "$INVOKER_EMAIL" "--project=$PROJECT_ID"; then
+    note "service account $INVOKER_EMAIL exists"
+  else
+    note "service account $INVOKER_EMAIL not found; creating it"
+    run gcloud iam service-accounts create "$INVOKER_NAME" "--project=$PROJECT_ID" \
+      "--display-name=Cloud Scheduler invoker of $SERVICE_NAME"
+  fi
+  run gcloud run services add-iam-policy-binding "$SERVICE_NAME" "--project=$PROJECT_ID" "--region=$REGION" \
+    "--member=serviceAccount:$INVOKER_EMAIL" --role=roles/run.invoker --condition=None
+}
+
+# The app verifies what Cloud Scheduler sends: refuse a job that would get 401/403 every minute.
+check_app_agrees() {
+  local url="$1" entry entries allowed=0
+  if [[ -n "${OIDC_AUDIENCE:-}" && "${OIDC_AUDIENCE%/}" != "$url" ]]; then
+    die "OIDC_AUDIENCE=$OIDC_AUDIENCE but the job's token audience is the service URL $url; every tick would get 401. Deploy with OIDC_AUDIENCE=$url (./deploy.sh deploy) and run this again"
+  fi
+  if [[ -n "${OIDC_ALLOWED_EMAILS:-}" ]]; then
+    IFS=',' read -r -a entries <<<"$OIDC_ALLOWED_EMAILS"
+    for entry in "${entries[@]}"; do
+      entry="${entry//[[:space:]]/}"
+      if [[ "${entry,,}" == "${INVOKER_EMAIL,,}" || ("$entry" == @* && "${INVOKER_EMAIL,,}" == *"${entry,,}") ]]; then
+        allowed=1
+      fi
+    done
+    ((allowed)) || die "OIDC_ALLOWED_EMAILS=$OIDC_ALLOWED_EMAILS does not allow the invoker $INVOKER_EMAIL; every tick would get 403"
+  fi
+}
+
+# The flags of one `indexes composite create` per index of $1 (Firebase format): a line per index, tab-separated.
+index_commands() {
+  python3 -c '
+import json, sys
+path, database = sys.argv[1], sys.argv[2]
+with open(path, encoding="utf-8") as f:
+    spec = json.load(f)
+scopes = {"COLLECTION": "collection", "COLLECTION_GROUP": "collection-group"}
+for index in spec.get("indexes", []):
+    args = ["--collection-group=" + index["collectionGroup"], "--database=" + database,
+            "--query-scope=" + scopes[index.get("queryScope", "COLLECTION")]]
+    for field in index["fields"]:
+        config = "field-path=" + field["fieldPath"]
+        if "order" in field:
+            config += ",order=" + field["order"].lower()
+        elif "arrayConfig" in field:
+            config += ",array-config=" + field["arrayConfig"].lower()
+        else:
+            sys.exit("unsupported field in %s: %r" % (path, field))
+        args.append("--field-config=" + config)
+    if any("\t" in arg or "\n" in arg for arg in args):
+        sys.exit("tab or newline in an index of %s" % path)
+    print("\t".join(args))
+' "$1" "$DATABASE"
+}
+
+create_index() {
+  local err rc=0
+  show gcloud firestore indexes composite create "$@"
+  err="$(gcloud firestore indexes composite create "$@" 2>&1 >/dev/null)" || rc=$?
+  if ((rc == 0)); then
+    return 0
+  fi
+  if [[ "${err,,}" == *"already exists"* || "$err" == *ALREADY_EXISTS* ]]; then
+    note "index exists already"
+    return 0
+  fi
+  echo "$err" >&2
+  echo "$PROG: error: command failed (exit $rc): gcloud firestore indexes composite create" >&2
+  exit "$rc"
+}
+
+setup_firestore() {
+  local file="${FIRESTORE_INDEXES_FILE:-$ROOT/firestore.indexes.json}" lines line args
+  [[ -f "$file" ]] || die "SCHEDULER_STORAGE=firestore but the index file $file does not exist (set FIRESTORE_INDEXES_FILE)"
+  lines="$(index_commands "$file")" || die "cannot read the indexes of $file"
+  while IFS= read -r line; do
+    [[ -n "$line" ]] || continue
+    IFS=$'\t' read -r -a args <<<"$line"
+    create_index "${args[@]}" "--project=$PROJECT_ID"
+  done <<<"$lines"
+  run gcloud firestore fields ttls update expire_at \
+    "--collection-group=${FIRESTORE_EXECUTIONS_COLLECTION:-scheduler_executions}" "--database=$DATABASE" \
+    --enable-ttl "--project=$PROJECT_ID"
+}
+
+upsert_job() {
+  local url="$1" verb
+  if exists gcloud scheduler jobs describe "$JOB" "--location=$LOCATION" "--project=$PROJECT_ID"; then
+    verb=update
+  else
+    verb=create
+  fi
+  run gcloud scheduler jobs "$verb" http "$JOB" "--location=$LOCATION" "--project=$PROJECT_ID" \
+    "--schedule=${SCHEDULER_CADENCE:-* * * * *}" \
+    "--time-zone=${SCHEDULER_TIME_ZONE:-Etc/UTC}" \
+    "--uri=$url/cron/tick" \
+    --http-method=POST \
+    "--oidc-service-account-email=$INVOKER_EMAIL" \
+    "--oidc-token-audience=$url" \
+    "--attempt-deadline=${SCHEDULER_ATTEMPT_DEADLINE:-180s}" \
+    "--max-retry-attempts=${SCHEDULER_MAX_RETRY_ATTEMPTS:-2}" \
+    "--min-backoff=${SCHEDULER_MIN_BACKOFF:-10s}" \
+    "--max-backoff=${SCHEDULER_MAX_BACKOFF:-60s}" \
+    "--description=crontick: POST /cron/tick of $SERVICE_NAME"
+  note "job $JOB ${verb}d: ${SCHEDULER_CADENCE:-* * * * *} -> $url/cron/tick"
+}
+
+cmd_setup() {
+  local url
+  enable_apis
+  ensure_invoker
+  url="$(run gcloud run services describe "$SERVICE_NAME" "--project=$PROJECT_ID" "--region=$REGION" "--format=value(status.url)")"
+  [[ -n "$url" ]] || die "service $SERVICE_NAME in $REGION has no URL yet; deploy it first (./deploy.sh deploy)"
+  check_app_agrees "$url"
+  if [[ "$STORAGE" == "firestore" ]]; then
+    setup_firestore
+  fi
+  upsert_job "$url"
+}
+
+main() {
+  local verb="${1:-setup}"
+  [[ $# -gt 0 ]] && shift
+  [[ $# -eq 0 ]] || usage
+  case "$verb" in
+    setup | pause | resume | run | status) ;;
+    -h | --help | help) usage ;;
+    *) echo "$PROG: unknown verb '$verb'" >&2 && usage ;;
+  esac
+  settings
+  case "$verb" in
+    setup) cmd_setup ;;
+    pause | resume | run) run gcloud scheduler jobs "$verb" "$JOB" "--location=$LOCATION" "--project=$PROJECT_ID" ;;
+    status) run gcloud scheduler jobs describe "$JOB" "--location=$LOCATION" "--project=$PROJECT_ID" ;;
+  esac
+}
+
+main "$@"
