@@ -14,6 +14,7 @@ certs cannot be fetched -> 503.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -115,10 +116,13 @@ class TokenVerifier:
                 certs_url=self.certs_url,
                 clock_skew_in_seconds=CLOCK_SKEW_SECONDS,
             )
-        except exceptions.TransportError as exc:
+        except (exceptions.TransportError, json.JSONDecodeError) as exc:
+            # JSONDecodeError only escapes verify_token from parsing the certs body (a token's
+            # own segments fail as MalformedError): a 200 that is not the certs is an outage too.
             log.error("OIDC certs unreachable", extra={"json_fields": {"certs_url": self.certs_url, "error": str(exc)}})
             raise AuthError(503, "cannot fetch the token signing certificates; try again") from None
-        except (ValueError, exceptions.GoogleAuthError) as exc:
+        except (ValueError, TypeError, exceptions.GoogleAuthError) as exc:
+            # TypeError: google-auth does arithmetic on exp/iat as given, e.g. a string.
             raise AuthError(401, f"invalid token: {_short(exc)}") from None
         return dict(claims)
 
