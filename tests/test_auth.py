@@ -148,6 +148,7 @@ def test_valid_token_under_another_scheme_is_refused(tick, token_factory: TokenF
         ("a.b.c", "invalid token"),
         ("e30.e30.", "invalid token"),  # {}.{} and no signature: no alg at all
         ("W10.e30.c2ln", "header segment should be a json object"),  # header is []
+        ("eyJhbGciOg.e30.c2ln", "can't parse segment"),  # header is '{"alg":' (bad JSON is 401, not a certs outage)
         ("%%%.%%%.%%%", "invalid token"),
     ],
 )
@@ -228,6 +229,12 @@ def test_issued_far_in_the_future(tick, token_factory: TokenFactory) -> None:
 def test_missing_time_claim(tick, token_factory: TokenFactory, claim: str) -> None:
     token = token_factory.token(**{claim: OMIT})
     assert_refused(tick(bearer(token)), 401, "unauthenticated", f"required claim {claim}")
+
+
+@pytest.mark.parametrize("claims", [{"exp": "tomorrow"}, {"iat": "now"}, {"iat": None}, {"exp": [1]}])
+def test_signed_token_with_malformed_time_claims(tick, token_factory: TokenFactory, claims: dict[str, Any]) -> None:
+    """Well signed but unusable: a 401, not a crash inside google-auth's checks."""
+    assert_refused(tick(bearer(token_factory.token(**claims))), 401, "unauthenticated", "invalid token")
 
 
 # --- oidc: 403 for a valid token of someone not allowed ------------------------
@@ -316,6 +323,16 @@ def test_certs_server_down_is_503_then_recovers(make_app: MakeApp, token_factory
     cert_server.start()  # same port
     assert_ok(client.post("/cron/tick", headers=headers))
     assert cert_server.requests == 1
+
+
+def test_certs_body_that_is_not_json_is_503_then_recovers(make_app: MakeApp, token_factory: TokenFactory, cert_server: CertServer) -> None:
+    """A proxy's HTML page answered with 200 is a certs outage, not a bad token."""
+    client = make_app().test_client()
+    headers = {"Authorization": bearer(token_factory.token())}
+    cert_server.serve_raw(b"<html><body>Service temporarily unavailable</body></html>")
+    assert_refused(client.post("/cron/tick", headers=headers), 503, "unavailable", "cannot fetch the token signing certificates")
+    cert_server.recover()
+    assert_ok(client.post("/cron/tick", headers=headers))
 
 
 def test_certs_unreachable_beats_a_forged_token(make_app: MakeApp, cert_server: CertServer) -> None:

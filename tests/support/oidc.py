@@ -168,13 +168,15 @@ class CertServer:
     ``requests`` counts the GETs of ``/certs`` served (whatever the status).
     Set ``status`` to make it answer an error (500 by default for ``fail()``),
     ``stop()`` to close the port (``start()`` binds the same port again), or
-    ``hang()`` to accept the connection but answer nothing until ``stop()``.
+    ``hang()`` to accept the connection but answer nothing until ``stop()``,
+    or ``serve_raw(body)`` to answer 200 with a body that is not the certs.
     """
 
     def __init__(self, certs: Mapping[str, str], *, max_age: int = 3600, port: int = 0) -> None:
         self.certs = dict(certs)
         self.max_age = max_age
         self.status = 200
+        self.raw_body: bytes | None = None
         self.port = port
         self.requests = 0
         self._count_lock = threading.Lock()
@@ -194,8 +196,12 @@ class CertServer:
     def fail(self, status: int = 500) -> None:
         self.status = status
 
+    def serve_raw(self, body: bytes) -> None:
+        self.raw_body = body
+
     def recover(self) -> None:
         self.status = 200
+        self.raw_body = None
         self._hanging = False
         self._release.set()
 
@@ -225,10 +231,10 @@ class CertServer:
                 if owner.status != 200:
                     self._send(owner.status, {"error": "certs unavailable"}, cache=False)
                     return
-                self._send(200, owner.certs, cache=True)
+                self._send(200, owner.certs if owner.raw_body is None else owner.raw_body, cache=owner.raw_body is None)
 
-            def _send(self, status: int, body: Mapping[str, Any], *, cache: bool) -> None:
-                data = json.dumps(body).encode("utf-8")
+            def _send(self, status: int, body: Mapping[str, Any] | bytes, *, cache: bool) -> None:
+                data = body if isinstance(body, bytes) else json.dumps(body).encode("utf-8")
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json; charset=UTF-8")
                 self.send_header("Content-Length", str(len(data)))
