@@ -111,9 +111,10 @@ class Settings:
                 f"SCHEDULER_TICK_BUDGET_SECONDS ({self.tick_budget_seconds:g}) must be below SCHEDULER_LEASE_SECONDS "
                 f"({self.lease_seconds:g}), or leases could expire while their tick still runs"
             )
-        if self.job_timeout_seconds > self.tick_budget_seconds:
+        if self.job_timeout_seconds >= self.tick_budget_seconds:
+            # A job starts only if it can finish (time out at worst) within the tick budget.
             raise ConfigError(
-                f"SCHEDULER_JOB_TIMEOUT_SECONDS ({self.job_timeout_seconds:g}) must not exceed "
+                f"SCHEDULER_JOB_TIMEOUT_SECONDS ({self.job_timeout_seconds:g}) must be below "
                 f"SCHEDULER_TICK_BUDGET_SECONDS ({self.tick_budget_seconds:g})"
             )
         if self.retry_max_seconds < self.retry_base_seconds:

@@ -1,0 +1,32 @@
+"""A separate process that ticks one store until nothing is due: ``python -m tests.support.tick_worker``.
+
+Configured by the environment like the service (SCHEDULER_STORAGE, SCHEDULER_JSON_PATH, ...);
+waits for the file named by $CRONTICK_TEST_START (if set) so several workers start together.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+
+
+def main() -> int:
+    from main import create_app
+
+    app = create_app(os.environ)
+    ct = app.extensions["crontick"]
+    start = os.environ.get("CRONTICK_TEST_START")
+    while start and not Path(start).exists():
+        time.sleep(0.005)
+    idle = 0
+    while idle < 3:
+        outcome = ct.engine.run_tick(now=ct.clock(), tick_id=uuid.uuid4().hex)
+        idle = idle + 1 if outcome.tick.metrics.jobs_executed == 0 else 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""The JSON store with real files and real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from main import create_app
+from scheduler.errors import StoreCorrupt, StoreUnavailable
+from scheduler.model import JobStatus
+from storage.jsonfile import JsonFileStore
+from tests.support.clock import FakeClock
+from tests.support.handlers import read_ledger
+from tests.support.jobs import make_job
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def worker_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCHEDULER_", "AUTH_", "OIDC_"))}
+    env.update(
+        ENVIRONMENT="test",
+        AUTH_MODE="disabled",
+        SCHEDULER_STORAGE="json",
+        SCHEDULER_JSON_PATH=str(tmp_path / "jobs.json"),
+        SCHEDULER_HANDLER_MODULES="tests.support.handlers",
+        SCHEDULER_CLAIM_BATCH_SIZE="40",
+        CRONTICK_TEST_LEDGER=str(tmp_path / "ledger.txt"),
+        LOG_LEVEL="WARNING",
+        PYTHONPATH=str(REPO),
+    )
+    env.update(extra)
+    return env
+
+
+def seed(path: Path, n: int, job_type: str = "ledger", **payload) -> JsonFileStore:
+    from scheduler.clock import utc_now
+
+    store = JsonFileStore(path)
+    store.open()
+    now = utc_now()
+    for i in range(n):
+        store.add_job(make_job(f"j{i:04d}", now=now, due_in=-1, job_type=job_type, payload=dict(payload)))
+    return store
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"", b'{"schema_version": 99, "jobs": {}}', b"[1, 2]", b'{"schema_version": 1, "jobs": []}'])
+def test_a_corrupt_file_stops_start_up_and_is_left_untouched(tmp_path, content):
+    path = tmp_path / "jobs.json"
+    path.write_bytes(content)
+    before = path.stat()
+    with pytest.raises(StoreCorrupt) as excinfo:
+        create_app({"ENVIRONMENT": "test", "AUTH_MODE": "disabled", "SCHEDULER_JSON_PATH": str(path)})
+    assert str(path) in str(excinfo.value)
+    assert path.read_bytes() == content and path.stat().st_mtime_ns == before.st_mtime_ns
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_a_file_corrupted_while_serving_gives_503_and_is_not_overwritten(tmp_path):
+    path = tmp_path / "jobs.json"
+    app = create_app({"ENVIRONMENT": "test", "AUTH_MODE": "disabled", "SCHEDULER_JSON_PATH": str(path)})
+    client = app.test_client()
+    assert client.post("/cron/tick").status_code == 200
+    path.write_text("garbage")
+    response = client.post("/cron/tick")
+    assert response.status_code == 503
+    assert response.json["error"]["code"] == "store_unavailable" and str(path) in response.json["error"]["message"]
+    assert path.read_text() == "garbage"
+    assert client.get("/health").status_code == 200
+
+
+def test_an_unwritable_store_gives_503_and_loses_nothing(tmp_path):
+    path = tmp_path / "data" / "jobs.json"
+    clock = FakeClock()
+    config = {"ENVIRONMENT": "test", "AUTH_MODE": "disabled", "SCHEDULER_JSON_PATH": str(path)}
+    app = create_app(config, clock=clock)
+    ct = app.extensions["crontick"]
+    job, _ = ct.service.create({"job_type": "log", "schedule_at": clock().isoformat()})
+    # As root, permissions do not stop writes; swapping the folder for a file does.
+    saved = tmp_path / "saved"
+    path.parent.rename(saved)
+    path.parent.write_text("not a folder")
+    response = app.test_client().post("/cron/tick")
+    assert response.status_code == 503 and response.json["error"]["code"] == "store_unavailable"
+    path.parent.unlink()
+    saved.rename(path.parent)
+    body = app.test_client().post("/cron/tick").json
+    assert body["jobs_succeeded"] == 1
+    assert ct.store.get_job(job.id).status is JobStatus.COMPLETED
+
+
+def test_another_process_write_is_seen_through_the_cache(tmp_path):
+    path = tmp_path / "jobs.json"
+    a, b = JsonFileStore(path), JsonFileStore(path)
+    a.open(), b.open()
+    a.add_job(make_job("x"))
+    assert b.get_job("x").id == "x"
+    b.update_job("x", lambda j: j.replace(payload={"by": "b"}))
+    assert a.get_job("x").payload == {"by": "b"}
+    # A hand edit (no generation token) is parsed afresh too.
+    doc = json.loads(path.read_text())
+    del doc["generation"]
+    doc["jobs"]["x"]["payload"] = {"by": "hand"}
+    path.write_text(json.dumps(doc))
+    assert a.get_job("x").payload == {"by": "hand"}
+
+
+def test_a_held_lock_gives_store_unavailable_not_a_hang(tmp_path):
+    from filelock import FileLock
+
+    store = JsonFileStore(tmp_path / "jobs.json", lock_timeout=0.2)
+    store.open()
+    holder = subprocess.Popen([sys.executable, "-c", f"import time,filelock; l=filelock.FileLock({str(store.path) + '.lock'!r}); l.acquire(); print('held', flush=True); time.sleep(30)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(StoreUnavailable, match="could not lock"):
+            store.add_job(make_job("x"))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert FileLock  # the library the store relies on for the lock
+    store.add_job(make_job("x"))
+
+
+def test_two_processes_and_threads_over_500_due_jobs_run_each_exactly_once(tmp_path):
+    seed(tmp_path / "jobs.json", 500, ledger=str(tmp_path / "ledger.txt"))
+    start = tmp_path / "go"
+    env = worker_env(tmp_path, CRONTICK_TEST_START=str(start))
+    procs = [subprocess.Popen([sys.executable, "-m", "tests.support.tick_worker"], env=env, cwd=REPO) for _ in range(2)]
+    # ...and two threads in this process, each with its own store instance.
+    app_env = worker_env(tmp_path)
+    threads = []
+    for _ in range(2):
+        app = create_app(app_env)
+        ct = app.extensions["crontick"]
+
+        def loop(ct=ct):
+            while not start.exists():
+                time.sleep(0.005)
+            for _ in range(200):
+                if ct.engine.run_tick(now=ct.clock(), tick_id=os.urandom(8).hex()).tick.metrics.jobs_executed == 0:
+                    break
+
+        threads.append(threading.Thread(target=loop))
+    for t in threads:
+        t.start()
+    time.sleep(1.0)  # let the workers import and wait on the start file
+    start.touch()
+    for t in threads:
+        t.join(120)
+    assert [p.wait(120) for p in procs] == [0, 0]
+    rows = read_ledger(tmp_path / "ledger.txt")
+    counts = Counter(row[0] for row in rows)
+    assert len(counts) == 500 and set(counts.values()) == {1}
+    assert len({row[3] for row in rows}) >= 2  # more than one process really took part
+    store = JsonFileStore(tmp_path / "jobs.json")
+    assert store.count_by_status()["completed"] == 500
+
+
+def test_a_process_killed_mid_handler_is_rerun_after_its_lease(tmp_path):
+    store = seed(tmp_path / "jobs.json", 1, job_type="ledger_then_hang", release=str(tmp_path / "never"), ledger=str(tmp_path / "ledger.txt"))
+    env = worker_env(tmp_path, SCHEDULER_LEASE_SECONDS="30", SCHEDULER_TICK_BUDGET_SECONDS="25", SCHEDULER_JOB_TIMEOUT_SECONDS="20")
+    proc = subprocess.Popen([sys.executable, "-m", "tests.support.tick_worker"], env=env, cwd=REPO)
+    deadline = time.monotonic() + 60
+    while not read_ledger(tmp_path / "ledger.txt") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    job = store.get_job("j0000")
+    assert job.status is JobStatus.RUNNING and job.attempts == 1
+    # A later tick, past the dead tick's lease, recovers the job and runs it again.
+    (tmp_path / "never").touch()
+    clock = FakeClock(job.lease_until + timedelta(seconds=1))
+    app = create_app(worker_env(tmp_path), clock=clock)
+    body = app.test_client().post("/cron/tick").json
+    assert (body["jobs_recovered"], body["jobs_succeeded"]) == (1, 1)
+    rows = read_ledger(tmp_path / "ledger.txt")
+    assert [(r[0], r[2]) for r in rows] == [("j0000", "1"), ("j0000", "2")]
+    final = store.get_job("j0000")
+    assert final.status is JobStatus.COMPLETED and final.attempts == 0 and final.lease_epoch == 2
