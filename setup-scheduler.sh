@@ -236,10 +236,12 @@ upsert_job() {
 cmd_setup() {
   local url
   enable_apis
-  ensure_invoker
-  url="$(run gcloud run services describe "$SERVICE_NAME" "--project=$PROJECT_ID" "--region=$REGION" "--format=value(status.url)")"
-  [[ -n "$url" ]] || die "service $SERVICE_NAME in $REGION has no URL yet; deploy it first (./deploy.sh deploy)"
+  show gcloud run services describe "$SERVICE_NAME" "--project=$PROJECT_ID" "--region=$REGION" "--format=value(status.url)"
+  url="$(gcloud run services describe "$SERVICE_NAME" "--project=$PROJECT_ID" "--region=$REGION" "--format=value(status.url)")" ||
+    die "cannot read the URL of service $SERVICE_NAME in $REGION (see above); deploy it first: ./deploy.sh deploy"
+  [[ -n "$url" ]] || die "service $SERVICE_NAME in $REGION has no URL yet; deploy it first: ./deploy.sh deploy"
   check_app_agrees "$url"
+  ensure_invoker
   if [[ "$STORAGE" == "firestore" ]]; then
     setup_firestore
   fi

@@ -1,0 +1,298 @@
+"""setup-scheduler.sh: the exact gcloud calls, idempotence, and refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.deploy.conftest import FIXTURES, INVOKER, PROJECT, REGION, SERVICE, SERVICE_URL, Cloud
+
+P = f"--project={PROJECT}"
+APIS = ["services", "enable", "run.googleapis.com", "cloudscheduler.googleapis.com", "iamcredentials.googleapis.com", P]
+SA_DESCRIBE = ["iam", "service-accounts", "describe", INVOKER, P]
+SA_CREATE = ["iam", "service-accounts", "create", "crontick-invoker", P, "--display-name=Cloud Scheduler invoker of crontick"]
+BINDING = [
+    "run", "services", "add-iam-policy-binding", SERVICE, P, f"--region={REGION}",
+    f"--member=serviceAccount:{INVOKER}", "--role=roles/run.invoker", "--condition=None",
+]
+URL_DESCRIBE = ["run", "services", "describe", SERVICE, P, f"--region={REGION}", "--format=value(status.url)"]
+JOB_DESCRIBE = ["scheduler", "jobs", "describe", "crontick-tick", f"--location={REGION}", P]
+
+
+def job_flags(url: str = SERVICE_URL, schedule: str = "* * * * *", time_zone: str = "Etc/UTC") -> list[str]:
+    return [
+        "crontick-tick", f"--location={REGION}", P,
+        f"--schedule={schedule}",
+        f"--time-zone={time_zone}",
+        f"--uri={url}/cron/tick",
+        "--http-method=POST",
+        f"--oidc-service-account-email={INVOKER}",
+        f"--oidc-token-audience={url}",
+        "--attempt-deadline=180s",
+        "--max-retry-attempts=2",
+        "--min-backoff=10s",
+        "--max-backoff=60s",
+        "--description=crontick: POST /cron/tick of crontick",
+    ]
+
+
+JOB_CREATE = ["scheduler", "jobs", "create", "http", *job_flags()]
+JOB_UPDATE = ["scheduler", "jobs", "update", "http", *job_flags()]
+
+INDEX_1 = [
+    "firestore", "indexes", "composite", "create",
+    "--collection-group=scheduler_jobs", "--database=(default)", "--query-scope=collection",
+    "--field-config=field-path=status,order=ascending", "--field-config=field-path=next_run_at,order=ascending", P,
+]
+INDEX_2 = [
+    "firestore", "indexes", "composite", "create",
+    "--collection-group=scheduler_executions", "--database=(default)", "--query-scope=collection",
+    "--field-config=field-path=job_id,order=ascending", "--field-config=field-path=started_at,order=descending", P,
+]
+TTL = [
+    "firestore", "fields", "ttls", "update", "expire_at",
+    "--collection-group=scheduler_executions", "--database=(default)", "--enable-ttl", P,
+]
+FIRESTORE_ENV = {"SCHEDULER_STORAGE": "firestore", "FIRESTORE_INDEXES_FILE": str(FIXTURES / "firestore.indexes.fixture.json")}
+
+
+def test_first_setup_creates_everything_with_all_flags(cloud: Cloud) -> None:
+    result = cloud.run("setup-scheduler.sh", "setup")
+
+    assert result.returncode == 0, result.stderr
+    assert cloud.calls() == [APIS, URL_DESCRIBE, SA_DESCRIBE, SA_CREATE, BINDING, JOB_DESCRIBE, JOB_CREATE]
+    state = cloud.load()
+    assert state["service_accounts"] == [INVOKER]
+    assert state["bindings"] == [[SERVICE, f"serviceAccount:{INVOKER}", "roles/run.invoker"]]
+    assert list(state["scheduler_jobs"]) == ["crontick-tick"]
+    # Each command is printed before it runs, quoted so it can be pasted back.
+    assert "+ gcloud scheduler jobs create http crontick-tick --location=us-central1 --project=proj-1 '--schedule=* * * * *'" in result.stderr
+    assert result.stderr.index("+ gcloud services enable") < result.stderr.index("+ gcloud scheduler jobs create")
+
+
+def test_setup_is_the_default_verb(cloud: Cloud) -> None:
+    result = cloud.run("setup-scheduler.sh")
+
+    assert result.returncode == 0, result.stderr
+    assert cloud.calls()[-1] == JOB_CREATE
+
+
+def test_second_setup_updates_and_creates_nothing_twice(cloud: Cloud) -> None:
+    assert cloud.run("setup-scheduler.sh", "setup").returncode == 0
+    cloud.clear_calls()
+
+    result = cloud.run("setup-scheduler.sh", "setup")
+
+    assert result.returncode == 0, result.stderr
+    assert cloud.calls() == [APIS, URL_DESCRIBE, SA_DESCRIBE, BINDING, JOB_DESCRIBE, JOB_UPDATE]
+    state = cloud.load()
+    assert state["service_accounts"] == [INVOKER]
+    assert len(state["bindings"]) == 1
+    assert list(state["scheduler_jobs"]) == ["crontick-tick"]
+
+
+def test_settings_change_cadence_zone_names_and_location(cloud: Cloud) -> None:
+    env = {
+        "SCHEDULER_CADENCE": "*/5 * * * *",
+        "SCHEDULER_TIME_ZONE": "Europe/Berlin",
+        "SCHEDULER_JOB_NAME": "qa-tick",
+        "SCHEDULER_LOCATION": "europe-west1",
+        "INVOKER_SERVICE_ACCOUNT": "ticker@other-proj.iam.gserviceaccount.com",
+    }
+    cloud.state["service_accounts"] = ["ticker@other-proj.iam.gserviceaccount.com"]
+    cloud.save()
+
+    result = cloud.run("setup-scheduler.sh", "setup", env=env)
+
+    assert result.returncode == 0, result.stderr
+    calls = cloud.calls()
+    assert ["iam", "service-accounts", "describe", "ticker@other-proj.iam.gserviceaccount.com", P] in calls
+    assert not [c for c in calls if c[:3] == ["iam", "service-accounts", "create"]]
+    create = calls[-1]
+    assert create[:5] == ["scheduler", "jobs", "create", "http", "qa-tick"]
+    assert "--location=europe-west1" in create
+    assert "--schedule=*/5 * * * *" in create
+    assert "--time-zone=Europe/Berlin" in create
+    assert "--oidc-service-account-email=ticker@other-proj.iam.gserviceaccount.com" in create
+
+
+def test_firestore_creates_indexes_and_ttl_and_tolerates_existing_ones(cloud: Cloud) -> None:
+    result = cloud.run("setup-scheduler.sh", "setup", env=FIRESTORE_ENV)
+
+    assert result.returncode == 0, result.stderr
+    apis = [*APIS[:-1], "firestore.googleapis.com", P]
+    assert cloud.calls() == [apis, URL_DESCRIBE, SA_DESCRIBE, SA_CREATE, BINDING, INDEX_1, INDEX_2, TTL, JOB_DESCRIBE, JOB_CREATE]
+    assert len(cloud.load()["indexes"]) == 2
+
+    cloud.clear_calls()
+    again = cloud.run("setup-scheduler.sh", "setup", env=FIRESTORE_ENV)
+
+    assert again.returncode == 0, again.stderr
+    assert cloud.calls() == [apis, URL_DESCRIBE, SA_DESCRIBE, BINDING, INDEX_1, INDEX_2, TTL, JOB_DESCRIBE, JOB_UPDATE]
+    assert again.stderr.count("index exists already") == 2
+    state = cloud.load()
+    assert len(state["indexes"]) == 2
+    assert state["ttls"] == [["expire_at", "scheduler_executions"]]
+
+
+def test_firestore_names_database_and_executions_collection(cloud: Cloud) -> None:
+    env = FIRESTORE_ENV | {"FIRESTORE_DATABASE": "crontick-qa", "FIRESTORE_EXECUTIONS_COLLECTION": "qa_executions"}
+
+    result = cloud.run("setup-scheduler.sh", "setup", env=env)
+
+    assert result.returncode == 0, result.stderr
+    calls = cloud.calls()
+    assert all("--database=crontick-qa" in c for c in calls if c[0] == "firestore")
+    assert ["firestore", "fields", "ttls", "update", "expire_at", "--collection-group=qa_executions",
+            "--database=crontick-qa", "--enable-ttl", P] in calls
+
+
+def test_firestore_index_failure_other_than_exists_stops(cloud: Cloud) -> None:
+    cloud.state["fail"] = ["--collection-group=scheduler_executions --database"]
+    cloud.save()
+
+    result = cloud.run("setup-scheduler.sh", "setup", env=FIRESTORE_ENV)
+
+    assert result.returncode != 0
+    assert "PERMISSION_DENIED" in result.stderr
+    assert cloud.calls()[-1] == INDEX_2
+    assert "scheduler_jobs" not in cloud.load()
+
+
+def test_firestore_without_index_file_is_refused_before_any_index(cloud: Cloud) -> None:
+    env = FIRESTORE_ENV | {"FIRESTORE_INDEXES_FILE": str(cloud.tmp / "missing.json")}
+
+    result = cloud.run("setup-scheduler.sh", "setup", env=env)
+
+    assert result.returncode == 1
+    assert "missing.json does not exist" in result.stderr
+    assert not [c for c in cloud.calls() if c[0] == "firestore" or c[:3] == ["scheduler", "jobs", "create"]]
+
+
+def test_audience_that_differs_from_the_service_url_is_refused(cloud: Cloud) -> None:
+    result = cloud.run("setup-scheduler.sh", "setup", env={"OIDC_AUDIENCE": "https://crontick-other.a.run.app"})
+
+    assert result.returncode == 1
+    assert "OIDC_AUDIENCE=https://crontick-other.a.run.app" in result.stderr
+    assert SERVICE_URL in result.stderr
+    assert cloud.calls() == [APIS, URL_DESCRIBE]
+    assert "scheduler_jobs" not in cloud.load()
+
+
+def test_matching_audience_and_domain_allow_list_pass(cloud: Cloud) -> None:
+    env = {"OIDC_AUDIENCE": SERVICE_URL + "/", "OIDC_ALLOWED_EMAILS": f"ops@example.com, @{PROJECT}.iam.gserviceaccount.com"}
+
+    result = cloud.run("setup-scheduler.sh", "setup", env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert cloud.calls()[-1] == JOB_CREATE
+
+
+def test_allow_list_without_the_invoker_is_refused(cloud: Cloud) -> None:
+    result = cloud.run("setup-scheduler.sh", "setup", env={"OIDC_ALLOWED_EMAILS": "someone@example.com"})
+
+    assert result.returncode == 1
+    assert f"does not allow the invoker {INVOKER}" in result.stderr
+    assert cloud.calls() == [APIS, URL_DESCRIBE]
+    assert "scheduler_jobs" not in cloud.load()
+
+
+def test_missing_service_stops_before_the_job(cloud: Cloud) -> None:
+    cloud.state["services"] = {}
+    cloud.save()
+
+    result = cloud.run("setup-scheduler.sh", "setup")
+
+    assert result.returncode == 1
+    assert "Cannot find service [crontick]" in result.stderr
+    assert "deploy it first: ./deploy.sh deploy" in result.stderr
+    assert cloud.calls() == [APIS, URL_DESCRIBE]
+    assert "scheduler_jobs" not in cloud.load()
+
+
+@pytest.mark.parametrize(
+    ("verb", "expected"),
+    [
+        ("pause", ["scheduler", "jobs", "pause", "crontick-tick", f"--location={REGION}", P]),
+        ("resume", ["scheduler", "jobs", "resume", "crontick-tick", f"--location={REGION}", P]),
+        ("run", ["scheduler", "jobs", "run", "crontick-tick", f"--location={REGION}", P]),
+        ("status", JOB_DESCRIBE),
+    ],
+)
+def test_job_verbs(cloud: Cloud, verb: str, expected: list[str]) -> None:
+    cloud.state["scheduler_jobs"] = {"crontick-tick": {}}
+    cloud.save()
+
+    result = cloud.run("setup-scheduler.sh", verb)
+
+    assert result.returncode == 0, result.stderr
+    assert cloud.calls() == [expected]
+
+
+def test_run_twice_triggers_two_ticks(cloud: Cloud) -> None:
+    """The double-trigger drill: both runs reach Cloud Scheduler; the app deduplicates."""
+    cloud.state["scheduler_jobs"] = {"crontick-tick": {}}
+    cloud.save()
+
+    assert cloud.run("setup-scheduler.sh", "run").returncode == 0
+    assert cloud.run("setup-scheduler.sh", "run").returncode == 0
+    assert [c[:3] for c in cloud.calls()] == [["scheduler", "jobs", "run"]] * 2
+
+
+@pytest.mark.parametrize(
+    ("unset", "named"),
+    [
+        ("PROJECT_ID", "PROJECT_ID"),
+        ("REGION", "REGION"),
+        ("SERVICE_NAME", "SERVICE_NAME"),
+    ],
+)
+def test_missing_required_settings_are_refused_without_calling_gcloud(cloud: Cloud, unset: str, named: str) -> None:
+    result = cloud.run("setup-scheduler.sh", "setup", env={unset: None})  # type: ignore[dict-item]
+
+    assert result.returncode == 1
+    assert f"setup-scheduler.sh: error: missing required setting(s): {named}" in result.stderr
+    assert cloud.calls() == []
+
+
+def test_all_settings_missing_are_named_together(cloud: Cloud) -> None:
+    result = cloud.run("setup-scheduler.sh", "status", base={})
+
+    assert result.returncode == 1
+    assert "missing required setting(s): PROJECT_ID REGION SERVICE_NAME" in result.stderr
+    assert cloud.calls() == []
+
+
+def test_settings_come_from_env_file_and_the_environment_wins(cloud: Cloud) -> None:
+    cloud.env_file.write_text(
+        "# comment\n"
+        "export PROJECT_ID=proj-1\n"
+        'REGION="europe-west1"\n'
+        "SERVICE_NAME='from-file'\n"
+        "SCHEDULER_CADENCE=*/2 * * * *\n"
+    )
+    cloud.state["services"]["from-env"] = {"url": "https://from-env-abc-ew.a.run.app"}
+    cloud.save()
+
+    result = cloud.run("setup-scheduler.sh", "setup", base={"SERVICE_NAME": "from-env"})
+
+    assert result.returncode == 0, result.stderr
+    create = cloud.calls()[-1]
+    assert create[:5] == ["scheduler", "jobs", "create", "http", "from-env-tick"]
+    assert "--location=europe-west1" in create
+    assert "--schedule=*/2 * * * *" in create
+    assert "--uri=https://from-env-abc-ew.a.run.app/cron/tick" in create
+
+
+def test_google_cloud_project_stands_for_project_id(cloud: Cloud) -> None:
+    result = cloud.run("setup-scheduler.sh", "status", env={"PROJECT_ID": None, "GOOGLE_CLOUD_PROJECT": "proj-9"})  # type: ignore[dict-item]
+
+    assert cloud.calls() == [["scheduler", "jobs", "describe", "crontick-tick", f"--location={REGION}", "--project=proj-9"]]
+    assert result.returncode == 1  # the job does not exist in the fake
+
+
+def test_unknown_verb_is_refused_without_calling_gcloud(cloud: Cloud) -> None:
+    result = cloud.run("setup-scheduler.sh", "destroy")
+
+    assert result.returncode == 2
+    assert "unknown verb 'destroy'" in result.stderr
+    assert cloud.calls() == []
