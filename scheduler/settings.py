@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from scheduler.errors import ConfigError
+from scheduler.timing import zone
 
 T = TypeVar("T")
 
@@ -81,6 +82,14 @@ class Settings:
     handler_modules: tuple[str, ...] = ()
     local_tick_seconds: float = 60.0
     log_level: str = "INFO"
+    metrics_enabled: bool = False
+    shadow_mode: bool = False
+    legacy_interval_seconds: float = 60.0
+    chat_auth_audience: str | None = None
+    chat_allowed_senders: tuple[str, ...] = ()
+    chat_default_timezone: str = "UTC"
+    chat_api_base_url: str = "https://chat.googleapis.com/v1"
+    chat_certs_url: str = "https://www.googleapis.com/service_accounts/v1/metadata/x509/chat@system.gserviceaccount.com"
     firestore_database: str = "(default)"
     firestore_jobs_collection: str = "scheduler_jobs"
     firestore_executions_collection: str = "scheduler_executions"
@@ -117,6 +126,10 @@ class Settings:
                 f"SCHEDULER_JOB_TIMEOUT_SECONDS ({self.job_timeout_seconds:g}) must be below "
                 f"SCHEDULER_TICK_BUDGET_SECONDS ({self.tick_budget_seconds:g})"
             )
+        try:
+            zone(self.chat_default_timezone)
+        except ValueError:
+            raise ConfigError(f"CHAT_DEFAULT_TIMEZONE={self.chat_default_timezone!r}: unknown IANA time zone") from None
         if self.retry_max_seconds < self.retry_base_seconds:
             raise ConfigError("SCHEDULER_RETRY_MAX_SECONDS must be at least SCHEDULER_RETRY_BASE_SECONDS")
 
@@ -150,6 +163,14 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any], dict[str, Any]]] = {
     "handler_modules": ("SCHEDULER_HANDLER_MODULES", _csv, {}),
     "local_tick_seconds": ("SCHEDULER_LOCAL_TICK_SECONDS", float, {"minimum": 1}),
     "log_level": ("LOG_LEVEL", str.upper, {"choices": ("DEBUG", "INFO", "WARNING", "ERROR")}),
+    "metrics_enabled": ("METRICS_ENABLED", _bool, {}),
+    "shadow_mode": ("SCHEDULER_SHADOW_MODE", _bool, {}),
+    "legacy_interval_seconds": ("SCHEDULER_LEGACY_INTERVAL_SECONDS", float, {"minimum": 1}),
+    "chat_auth_audience": ("CHAT_AUTH_AUDIENCE", str, {}),
+    "chat_allowed_senders": ("CHAT_ALLOWED_SENDERS", _csv, {}),
+    "chat_default_timezone": ("CHAT_DEFAULT_TIMEZONE", str, {}),
+    "chat_api_base_url": ("CHAT_API_BASE_URL", str, {}),
+    "chat_certs_url": ("CHAT_CERTS_URL", str, {}),
     "firestore_database": ("FIRESTORE_DATABASE", str, {}),
     "firestore_jobs_collection": ("FIRESTORE_JOBS_COLLECTION", str, {}),
     "firestore_executions_collection": ("FIRESTORE_EXECUTIONS_COLLECTION", str, {}),
