@@ -18,6 +18,7 @@ from flask import Flask
 from handlers import HandlerRegistry, build_registry
 from scheduler.clock import utc_now
 from scheduler.engine import TickEngine
+from scheduler.legacy_loop import LegacyLoop
 from scheduler.service import JobService
 from scheduler.settings import Settings
 from storage import JobStore, create_store
@@ -26,6 +27,7 @@ from web.cli import register_cli
 from web.context import Crontick
 from web.errors import register_error_handlers
 from web.logs import configure_logging
+from web.shadow import register_shadow
 from web.tick import bp as tick_bp
 
 
@@ -54,21 +56,26 @@ def create_app(
             certs_timeout=settings.oidc_certs_timeout_seconds,
         )
 
+    engine = TickEngine(store, registry, settings, rng=rng, monotonic=monotonic)
     app = Flask(__name__)
     app.json.sort_keys = False
-    app.extensions["crontick"] = Crontick(
+    app.extensions["crontick"] = ct = Crontick(
         settings=settings,
         store=store,
         registry=registry,
-        engine=TickEngine(store, registry, settings, rng=rng, monotonic=monotonic),
+        engine=engine,
         service=JobService(store, registry, clock),
         clock=clock,
         tick_verifier=verifier(settings.oidc_allowed_emails),
         admin_verifier=verifier(settings.admin_emails),
     )
     app.register_blueprint(tick_bp)
+    register_shadow(app)
     register_error_handlers(app)
     register_cli(app)
+    if settings.shadow_mode:
+        ct.legacy_loop = LegacyLoop(engine, clock, settings.legacy_interval_seconds)
+        ct.legacy_loop.start()
     return app
 
 

@@ -10,6 +10,7 @@ from flask import current_app
 
 from handlers.registry import HandlerRegistry
 from scheduler.engine import TickEngine
+from scheduler.legacy_loop import LegacyLoop
 from scheduler.service import JobService
 from scheduler.settings import Settings
 from storage.base import JobStore
@@ -26,6 +27,7 @@ class Crontick:
     clock: Callable[[], datetime]
     tick_verifier: TokenVerifier
     admin_verifier: TokenVerifier
+    legacy_loop: LegacyLoop | None = None  # only in shadow mode
 
 
 def crontick() -> Crontick:
