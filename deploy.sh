@@ -15,8 +15,9 @@
 #   optional: IMAGE (deploy this image instead of building from source with --source .),
 #             DEPLOY_EXTRA_FLAGS (more `gcloud run deploy` flags, split on spaces),
 #             CURL_MAX_TIME (seconds, default 30)
-# The service's own variables (ENVIRONMENT, AUTH_MODE, OIDC_*, SCHEDULER_*,
-# FIRESTORE_*, ...; see APP_VARIABLES) are passed to the revision when set.
+# The service's own variables, the names in _VARIABLES of scheduler/settings.py
+# (ENVIRONMENT, AUTH_MODE, OIDC_*, SCHEDULER_*, FIRESTORE_*, ...), are passed to
+# the revision when set (GOOGLE_CLOUD_PROJECT defaults to PROJECT_ID); others are not.
 #
 # Every command is printed (prefixed "+") before it runs; the first failing one stops the script.
 set -euo pipefail
@@ -24,19 +25,6 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PROG="deploy.sh"
 
-# The variables of scheduler/settings.py (_VARIABLES) and the shadow mode, forwarded when set.
-# tests/deploy checks this list against _VARIABLES.
-APP_VARIABLES=(
-  ENVIRONMENT AUTH_MODE OIDC_AUDIENCE OIDC_ALLOWED_EMAILS OIDC_CERTS_URL OIDC_CERTS_TIMEOUT_SECONDS
-  ADMIN_EMAILS GOOGLE_CLOUD_PROJECT LOG_LEVEL
-  SCHEDULER_STORAGE SCHEDULER_JSON_PATH SCHEDULER_JSON_LOCK_TIMEOUT_SECONDS
-  SCHEDULER_MAX_CONCURRENCY SCHEDULER_LEASE_SECONDS SCHEDULER_TICK_BUDGET_SECONDS
-  SCHEDULER_JOB_TIMEOUT_SECONDS SCHEDULER_RETRY_BASE_SECONDS SCHEDULER_RETRY_MAX_SECONDS
-  SCHEDULER_CLAIM_BATCH_SIZE SCHEDULER_HISTORY_LIMIT SCHEDULER_HISTORY_DAYS
-  SCHEDULER_HANDLER_MODULES SCHEDULER_LOCAL_TICK_SECONDS
-  SCHEDULER_SHADOW_MODE SCHEDULER_LEGACY_INTERVAL_SECONDS
-  FIRESTORE_DATABASE FIRESTORE_JOBS_COLLECTION FIRESTORE_EXECUTIONS_COLLECTION FIRESTORE_TICKS_COLLECTION
-)
 # Separates KEY=VALUE pairs in --set-env-vars (gcloud's ^DELIM^ escaping), because
 # OIDC_ALLOWED_EMAILS and ADMIN_EMAILS hold commas.
 ENV_DELIM="|"
@@ -123,9 +111,25 @@ check_app_settings() {
   fi
 }
 
+# The environment variable names the service reads: _VARIABLES of scheduler/settings.py, in order.
+app_variables() {
+  python3 -c '
+import ast, sys
+tree = ast.parse(open(sys.argv[1], encoding="utf-8").read())
+for node in ast.walk(tree):
+    target = node.target if isinstance(node, ast.AnnAssign) else (node.targets[0] if isinstance(node, ast.Assign) else None)
+    if isinstance(target, ast.Name) and target.id == "_VARIABLES" and isinstance(node.value, ast.Dict):
+        for value in node.value.values:
+            print(value.elts[0].value)
+' "${APP_SETTINGS_FILE:-$ROOT/scheduler/settings.py}"
+}
+
 env_vars_flag() {
-  local name value pairs=""
-  for name in "${APP_VARIABLES[@]}"; do
+  local names name value pairs=""
+  names="$(app_variables)" || die "cannot read the service's variables (_VARIABLES) from ${APP_SETTINGS_FILE:-$ROOT/scheduler/settings.py}"
+  [[ -n "$names" ]] || die "no _VARIABLES found in ${APP_SETTINGS_FILE:-$ROOT/scheduler/settings.py}"
+  for name in $names; do
+    [[ "$name" =~ ^[A-Z_][A-Z0-9_]*$ ]] || die "odd variable name '$name' in _VARIABLES"
     value="${!name:-}"
     [[ -n "$value" ]] || continue
     [[ "$value" != *"$ENV_DELIM"* ]] || die "$name contains '$ENV_DELIM', which --set-env-vars uses as its separator here"
