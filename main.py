@@ -23,6 +23,7 @@ from scheduler.service import JobService
 from scheduler.settings import Settings
 from storage import JobStore, create_store
 from web.auth import TokenVerifier
+from web.chat import bp as chat_bp
 from web.cli import register_cli
 from web.context import Crontick
 from web.errors import register_error_handlers
@@ -43,7 +44,7 @@ def create_app(
     """Build the app from ``config`` (environment-style strings; default ``os.environ``)."""
     settings = Settings.from_env(os.environ if config is None else config)
     configure_logging(settings)
-    registry = registry or build_registry(settings.handler_modules)
+    registry = registry or build_registry(settings.handler_modules, chat_api_base_url=settings.chat_api_base_url)
     store = store or create_store(settings)
     store.open()
 
@@ -70,6 +71,7 @@ def create_app(
         admin_verifier=verifier(settings.admin_emails),
     )
     app.register_blueprint(tick_bp)
+    app.register_blueprint(chat_bp)
     register_shadow(app)
     register_error_handlers(app)
     register_cli(app)
