@@ -19,8 +19,9 @@ from storage.jsonfile import JsonFileStore
 from storage.memory import MemoryStore
 from tests.support import handlers as test_handlers
 from tests.support.clock import FakeClock
+from tests.support.firestore_emulator import firestore_emulator  # noqa: F401 - session fixture
 
-STORE_KINDS = ["memory", "json"]
+STORE_KINDS = ["memory", "json", "firestore"]
 
 BASE_CONFIG = {
     "ENVIRONMENT": "test",
@@ -44,21 +45,28 @@ def registry() -> HandlerRegistry:
     return registry
 
 
-@pytest.fixture(params=STORE_KINDS)
+@pytest.fixture(params=[pytest.param(k, marks=pytest.mark.firestore) if k == "firestore" else k for k in STORE_KINDS])
 def store_kind(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
 @pytest.fixture
-def make_store(store_kind: str, tmp_path) -> Iterator[Callable[[], JobStore]]:
+def make_store(store_kind: str, tmp_path, request: pytest.FixtureRequest) -> Iterator[Callable[[], JobStore]]:
     created: list[JobStore] = []
     memory = MemoryStore(history_limit=5)
+    if store_kind == "firestore":
+        emulator = request.getfixturevalue("firestore_emulator")
+        emulator.clear()
 
     def factory() -> JobStore:
         if store_kind == "memory":
             store: JobStore = memory
         elif store_kind == "json":
             store = JsonFileStore(tmp_path / "jobs.json", history_limit=5)
+        elif store_kind == "firestore":
+            from storage.firestore import FirestoreStore
+
+            store = FirestoreStore(project=emulator.project, history_limit=5)
         else:
             raise AssertionError(store_kind)
         store.open()
