@@ -296,3 +296,23 @@ def test_unknown_verb_is_refused_without_calling_gcloud(cloud: Cloud) -> None:
     assert result.returncode == 2
     assert "unknown verb 'destroy'" in result.stderr
     assert cloud.calls() == []
+
+
+def test_the_repository_index_file_is_understood(cloud: Cloud) -> None:
+    """firestore.indexes.json (the store's own file, when present): one create per index, then the TTL."""
+    import json
+
+    from tests.deploy.conftest import ROOT
+
+    path = ROOT / "firestore.indexes.json"
+    if not path.exists():
+        pytest.skip("firestore.indexes.json is not in the repository yet")
+    indexes = json.loads(path.read_text())["indexes"]
+
+    result = cloud.run("setup-scheduler.sh", "setup", env={"SCHEDULER_STORAGE": "firestore"})
+
+    assert result.returncode == 0, result.stderr
+    creates = [c for c in cloud.calls() if c[:4] == ["firestore", "indexes", "composite", "create"]]
+    assert [c[4] for c in creates] == [f"--collection-group={i['collectionGroup']}" for i in indexes]
+    assert [len([a for a in c if a.startswith("--field-config=")]) for c in creates] == [len(i["fields"]) for i in indexes]
+    assert cloud.calls()[-3][:5] == ["firestore", "fields", "ttls", "update", "expire_at"]

@@ -126,6 +126,7 @@ def test_dockerfile_cmd_serves_health_on_port(tmp_path: Path) -> None:
         "HOME": str(tmp_path),
         "PORT": str(port),
         "PYTHONUNBUFFERED": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
         "ENVIRONMENT": "local",
         "AUTH_MODE": "disabled",
         "SCHEDULER_STORAGE": "memory",
