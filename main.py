@@ -22,12 +22,14 @@ from scheduler.legacy_loop import LegacyLoop
 from scheduler.service import JobService
 from scheduler.settings import Settings
 from storage import JobStore, create_store
+from web.api import bp as api_bp
 from web.auth import TokenVerifier
 from web.chat import bp as chat_bp
 from web.cli import register_cli
 from web.context import Crontick
 from web.errors import register_error_handlers
 from web.logs import configure_logging
+from web.metrics import register_metrics
 from web.shadow import register_shadow
 from web.tick import bp as tick_bp
 
@@ -71,6 +73,8 @@ def create_app(
         admin_verifier=verifier(settings.admin_emails),
     )
     app.register_blueprint(tick_bp)
+    app.register_blueprint(api_bp)
+    register_metrics(app)
     app.register_blueprint(chat_bp)
     register_shadow(app)
     register_error_handlers(app)

@@ -8,6 +8,7 @@ from flask import Blueprint, jsonify, request
 
 from scheduler.model import Source
 from web.context import crontick
+from web.metrics import observe_tick
 
 bp = Blueprint("tick", __name__)
 
@@ -43,6 +44,7 @@ def tick():
         source=tick_source(),
         occurrence_key=occurrence_key(),
     )
+    observe_tick(outcome)
     return jsonify(outcome.to_dict())
 
 

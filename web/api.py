@@ -1,0 +1,375 @@
+"""The operator REST API under ``/api/v1`` (documented by ``web/openapi.py``).
+
+Every route requires an admin identity (``ADMIN_EMAILS``; with ``AUTH_MODE=disabled``
+everyone is ``local``). The verbs are :class:`~scheduler.service.JobService`'s;
+this module only parses requests strictly and shapes responses:
+
+* a body that is not a JSON object, a wrong type, an unknown field or query
+  parameter, a bad value (``status=bogus``, ``limit=0``), a bad timestamp -> 400
+  with ``error.field`` naming the culprit;
+* an unknown job id (or one that cannot be an id) -> 404; an unknown action
+  (``POST /jobs/<id>:bogus``) -> 404;
+* a valid request the job's state forbids -> 409; the store down -> 503.
+
+Actions use the custom-method style ``POST /api/v1/jobs/<id>:pause``. Job ids
+cannot contain ``:``, so the action is what follows the last colon.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, tzinfo
+from typing import Any
+
+from cron_descriptor import ExpressionDescriptor, Options
+from flask import Blueprint, g, jsonify, request
+from werkzeug.exceptions import NotFound, RequestEntityTooLarge, UnsupportedMediaType
+
+from scheduler.errors import JobNotFound, ValidationError
+from scheduler.jobspec import _ID_RE as JOB_ID_RE
+from scheduler.jobspec import parse_timestamp
+from scheduler.model import Job, JobStatus, Outcome, to_iso
+from scheduler.snapshot import iter_jobs
+from scheduler.timing import zone
+from web.context import Crontick, crontick
+from web.openapi import build_openapi
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+MAX_BODY_BYTES = 1 << 20
+MAX_LIST_LIMIT = 1000
+MAX_PREVIEW_COUNT = 100
+MAX_TICKS_SHOWN = 200
+ACTIONS = ("pause", "resume", "run", "release")
+_INT_RE = re.compile(r"^[0-9]{1,9}$")
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+# Strict RFC 3339 (the jobspec parser would also take other ISO 8601 spellings).
+_RFC3339_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+# -- request parsing ------------------------------------------------------------
+class Query:
+    """The query string, refusing unknown and repeated parameters."""
+
+    def __init__(self, *allowed: str) -> None:
+        args = request.args
+        for name in args:
+            if name not in allowed:
+                hint = f"; allowed: {', '.join(allowed)}" if allowed else "; this endpoint takes none"
+                raise ValidationError(f"unknown query parameter {name!r}{hint}", name)
+            if len(args.getlist(name)) > 1:
+                raise ValidationError(f"query parameter {name!r} is given more than once", name)
+        self.args = args
+
+    def text(self, name: str) -> str | None:
+        value = self.args.get(name)
+        if value is not None and not value:
+            raise ValidationError(f"{name} must not be empty", name)
+        return value
+
+    def integer(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
+        raw = self.args.get(name)
+        if raw is None:
+            return default
+        if not _INT_RE.match(raw) or not minimum <= int(raw) <= maximum:
+            raise ValidationError(f"{name} must be an integer from {minimum} to {maximum}, got {raw[:40]!r}", name)
+        return int(raw)
+
+    def boolean(self, name: str) -> bool:
+        raw = self.args.get(name)
+        if raw is None:
+            return False
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        raise ValidationError(f"{name} must be true or false, got {raw[:40]!r}", name)
+
+    def choice(self, name: str, choices: tuple[str, ...]) -> str | None:
+        raw = self.args.get(name)
+        if raw is not None and raw not in choices:
+            raise ValidationError(f"{name} must be one of {', '.join(choices)}, got {raw[:40]!r}", name)
+        return raw
+
+    def job_id(self, name: str) -> str | None:
+        raw = self.args.get(name)
+        if raw is not None and not JOB_ID_RE.match(raw):
+            raise ValidationError(f"{name} must be a job id (1-128 letters, digits, '.', '_' or '-')", name)
+        return raw
+
+    def timestamp(self, name: str) -> datetime | None:
+        raw = self.args.get(name)
+        if raw is None:
+            return None
+        return strict_timestamp(raw, name)
+
+
+def strict_timestamp(raw: Any, name: str) -> datetime:
+    if isinstance(raw, str) and not _RFC3339_RE.match(raw):
+        hint = " (a '+' in a query string must be sent as %2B, or use 'Z')" if " " in raw else ""
+        raise ValidationError(f"{name} must be an RFC 3339 timestamp with an offset, e.g. 2026-01-05T12:00:00Z; got {raw[:60]!r}{hint}", name)
+    try:
+        return parse_timestamp(raw, name)
+    except (OverflowError, ValueError):
+        raise ValidationError(f"{name} {raw!r} is out of range", name) from None
+
+
+def json_body() -> Any:
+    """The request body as JSON; 400 naming ``body`` when it is absent or not JSON."""
+    mimetype = request.mimetype
+    if mimetype and mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise UnsupportedMediaType(f"send the body as JSON with 'Content-Type: application/json', not {mimetype!r}")
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise RequestEntityTooLarge(f"the body is over {MAX_BODY_BYTES} bytes")
+    request.max_content_length = MAX_BODY_BYTES
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        raise ValidationError("the request body must be a JSON object", "body")
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ValidationError("the request body is nested too deeply", "body") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, over-long integers
+        raise ValidationError(f"the request body is not valid JSON: {exc}", "body") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def checked_job_id(job_id: str) -> str:
+    """A string that cannot be an id names no job: 404 without asking the store."""
+    if not JOB_ID_RE.match(job_id):
+        raise JobNotFound(job_id)
+    return job_id
+
+
+def _job(job: Job, status: int = 200):
+    return jsonify(job.to_dict()), status
+
+
+# -- schedule description ------------------------------------------------------
+_MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+_UNITS = (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1))
+
+
+def describe_cron(expr: str) -> str:
+    """Plain English for a 5-field expression ("Every 5 minutes", "At 09:00, Monday
+    through Friday"), by cron-descriptor; the expression itself if it cannot."""
+    text = _MACROS.get(expr.strip().lower(), expr)
+    options = Options()
+    options.use_24hour_time_format = True
+    options.verbose = False
+    try:
+        return ExpressionDescriptor(text, options).get_description()
+    except Exception:  # the describer is best effort; the schedule itself is valid
+        return expr
+
+
+def describe_interval(seconds: int) -> str:
+    for unit, size in _UNITS:
+        if seconds % size == 0:
+            count = seconds // size
+            return f"Every {unit}" if count == 1 else f"Every {count} {unit}s"
+    return f"Every {seconds} seconds"  # pragma: no cover - seconds always divides
+
+
+def describe_schedule(job: Job) -> str:
+    if job.cron is not None:
+        return describe_cron(job.cron)
+    if job.interval_seconds is not None:
+        return describe_interval(job.interval_seconds)
+    assert job.schedule_at is not None
+    return f"Once, at {to_iso(job.schedule_at)}"
+
+
+# -- status ------------------------------------------------------------------------
+STATUS_PAGE = 500
+EXPIRED_IDS_SHOWN = 20
+
+
+def status_report(ct: Crontick, *, ticks: int = 10) -> dict[str, Any]:
+    """Store-wide figures for operators.
+
+    Cost: ``count_by_status`` and ``count_due``, plus a scan of every running job
+    (leases) and every pending job (the oldest due one), ``STATUS_PAGE`` per read.
+    """
+    store = ct.store
+    now = ct.clock()
+    counts = store.count_by_status()
+    due = store.count_due(now)
+    held = 0
+    expired: list[Job] = []
+    oldest: tuple[datetime, Job] | None = None
+    for job in iter_jobs(store, status=JobStatus.RUNNING, page_size=STATUS_PAGE):
+        if job.lease_until is not None and job.lease_until > now:
+            held += 1
+            continue
+        expired.append(job)
+        since = job.lease_until or job.updated_at
+        if oldest is None or since < oldest[0]:
+            oldest = (since, job)
+    for job in iter_jobs(store, status=JobStatus.PENDING, page_size=STATUS_PAGE):
+        if job.next_run_at is not None and job.next_run_at <= now and (oldest is None or job.next_run_at < oldest[0]):
+            oldest = (job.next_run_at, job)
+    overdue = None
+    if oldest is not None:
+        since, job = oldest
+        overdue = {
+            "id": job.id,
+            "job_type": job.job_type,
+            "status": job.status.value,
+            "due_since": to_iso(since),
+            "lag_seconds": round((now - since).total_seconds(), 3),
+        }
+    return {
+        "store": store.kind,
+        "now": to_iso(now),
+        "jobs": {"total": sum(counts.values()), "by_status": counts, "due": due},
+        "leases": {
+            "held": held,
+            "expired": len(expired),
+            "expired_job_ids": [job.id for job in expired[:EXPIRED_IDS_SHOWN]],
+        },
+        "oldest_overdue": overdue,
+        "recent_ticks": [tick.to_dict() for tick in store.recent_ticks(ticks)] if ticks else [],
+    }
+
+
+# -- routes ------------------------------------------------------------------------
+@bp.before_request
+def _authenticate() -> None:
+    g.crontick_identity = crontick().admin_verifier.verify(request.headers.get("Authorization"))
+
+
+@bp.get("/openapi.json")
+def openapi_document():
+    Query()
+    return jsonify(build_openapi(crontick().registry.names()))
+
+
+@bp.post("/jobs")
+def create_job():
+    Query()
+    body = json_body()
+    if isinstance(body, dict) and isinstance(body.get("schedule_at"), str):
+        strict_timestamp(body["schedule_at"], "schedule_at")
+    job, created = crontick().service.create(body, created_by=g.crontick_identity.email)
+    response = jsonify(job.to_dict())
+    response.status_code = 201 if created else 200
+    response.headers["Location"] = f"{bp.url_prefix}/jobs/{job.id}"
+    return response
+
+
+@bp.get("/jobs")
+def list_jobs():
+    query = Query("status", "job_type", "limit", "cursor")
+    status = query.choice("status", tuple(s.value for s in JobStatus))
+    job_type = query.text("job_type")
+    limit = query.integer("limit", 100, minimum=1, maximum=MAX_LIST_LIMIT)
+    cursor = query.job_id("cursor")
+    jobs = crontick().store.list_jobs(status=JobStatus(status) if status else None, job_type=job_type, limit=limit + 1, after_id=cursor)
+    page = jobs[:limit]
+    next_cursor = page[-1].id if len(jobs) > limit else None
+    return jsonify({"jobs": [job.to_dict() for job in page], "next_cursor": next_cursor})
+
+
+@bp.get("/jobs/<job_id>")
+def get_job(job_id: str):
+    Query()
+    return _job(crontick().service.get(checked_job_id(job_id)))
+
+
+@bp.patch("/jobs/<job_id>")
+def patch_job(job_id: str):
+    Query()
+    checked_job_id(job_id)
+    body = json_body()
+    if isinstance(body, dict) and isinstance(body.get("schedule_at"), str):
+        strict_timestamp(body["schedule_at"], "schedule_at")
+    return _job(crontick().service.patch(job_id, body))
+
+
+@bp.delete("/jobs/<job_id>")
+def cancel_job(job_id: str):
+    Query()
+    return _job(crontick().service.cancel(checked_job_id(job_id)))
+
+
+@bp.post("/jobs/<target>")
+def job_action(target: str):
+    job_id, colon, action = target.rpartition(":")
+    if not colon or action not in ACTIONS:
+        raise NotFound(f"no action {action!r}; POST /api/v1/jobs/<id>:{{{'|'.join(ACTIONS)}}}" if colon else "POST a job action as /api/v1/jobs/<id>:<action>")
+    checked_job_id(job_id)
+    service = crontick().service
+    if action == "pause":
+        Query()
+        job = service.pause(job_id)
+    elif action == "resume":
+        job = service.resume(job_id, catch_up=Query("catch_up").boolean("catch_up"))
+    elif action == "run":
+        Query()
+        job = service.run_now(job_id)
+    else:
+        job = service.release(job_id, force=Query("force").boolean("force"))
+    return _job(job)
+
+
+@bp.get("/jobs/<job_id>/preview")
+def preview_job(job_id: str):
+    count = Query("count").integer("count", 5, minimum=1, maximum=MAX_PREVIEW_COUNT)
+    service = crontick().service
+    job = service.get(checked_job_id(job_id))
+    tz = zone(job.timezone)
+    times = service.preview(job_id, count)
+    return jsonify(
+        {
+            "job_id": job.id,
+            "status": job.status.value,
+            "timezone": job.timezone,
+            "schedule": {"cron": job.cron, "interval_seconds": job.interval_seconds, "schedule_at": to_iso(job.schedule_at)},
+            "description": describe_schedule(job),
+            "fire_times": [{"utc": to_iso(t), "local": _local(t, tz)} for t in times],
+        }
+    )
+
+
+def _local(when: datetime, tz: tzinfo) -> str | None:
+    try:
+        return when.astimezone(tz).isoformat()
+    except OverflowError:  # within hours of year 1 or 9999
+        return None
+
+
+@bp.get("/executions")
+def list_executions():
+    query = Query("job_id", "outcome", "since", "until", "limit")
+    job_id = query.job_id("job_id")
+    outcome = query.choice("outcome", tuple(o.value for o in Outcome))
+    since = query.timestamp("since")
+    until = query.timestamp("until")
+    limit = query.integer("limit", 100, minimum=1, maximum=MAX_LIST_LIMIT)
+    if since is not None and until is not None and since > until:
+        raise ValidationError("since must not be after until", "since")
+    ct = crontick()
+    if job_id is not None:
+        ct.store.get_job(job_id)  # 404 for a job that does not exist
+    rows = ct.store.list_executions(job_id=job_id, outcome=outcome, since=since, until=until, limit=limit)
+    return jsonify({"executions": [row.to_dict() for row in rows]})
+
+
+@bp.get("/status")
+def status():
+    ticks = Query("ticks").integer("ticks", 10, minimum=0, maximum=MAX_TICKS_SHOWN)
+    return jsonify(status_report(crontick(), ticks=ticks))
+
