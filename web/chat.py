@@ -1,14 +1,515 @@
-"""``POST /webhook``: the Google Chat app endpoint (being built; answers 501 for now)."""
+"""``POST /webhook``: crontick as a Google Chat app (HTTP endpoint).
+
+Google Chat POSTs interaction events (``MESSAGE``, ``ADDED_TO_SPACE``,
+``REMOVED_FROM_SPACE``, ``CARD_CLICKED``) with a bearer token; the answer is the
+synchronous reply ``{"text": ...}`` Chat posts back in the same thread.
+
+Authentication follows the app's *Authentication audience* setting:
+
+* ``CHAT_AUTH_AUDIENCE`` all digits (the project number): the token is a JWT
+  issued *and* signed by ``chat@system.gserviceaccount.com`` with
+  ``aud`` = project number and no email claim, verified against
+  ``CHAT_CERTS_URL``;
+* ``CHAT_AUTH_AUDIENCE`` a URL (the HTTP endpoint URL): the token is a Google ID
+  token (``iss`` accounts.google.com) whose verified ``email`` is
+  ``chat@system.gserviceaccount.com``, ``aud`` = that URL, verified against
+  ``OIDC_CERTS_URL``.
+
+``AUTH_MODE=disabled`` admits every request (local use only; settings refuse it
+in production). A request that is not from Chat is refused with the JSON error
+(401; 403 for a valid Google token of another principal; 503 when the certs
+cannot be fetched). From there on every answer is 200 with a text: a sender
+not in ``CHAT_ALLOWED_SENDERS`` (or ``ADMIN_EMAILS``) gets a polite refusal,
+anything not understood gets an explanation and an example, never a 5xx.
+
+Commands: see :data:`HELP` and ``docs/chat.md``.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import json
+import logging
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from web.errors import error_response
+from flask import Blueprint, current_app, jsonify, request
+
+from handlers.chat_message import SPACE_RE, THREAD_RE
+from scheduler.describe import describe_schedule
+from scheduler.errors import ConflictError, JobNotFound, StoreError, ValidationError
+from scheduler.model import Job, JobStatus
+from scheduler.settings import Settings
+from scheduler.timing import zone
+from scheduler.when import canonical_zone, split_when
+from web.auth import GOOGLE_ISSUERS, AuthError, TokenVerifier, is_allowed
+from web.context import Crontick, crontick
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("chat", __name__)
+
+CHAT_ISSUER = "chat@system.gserviceaccount.com"
+EXTENSION = "crontick.chat"
+MAX_COMMAND_CHARS = 8000
+MAX_LISTED = 25
+HISTORY_SHOWN = 10
+PREVIEW_COUNT = 3
+# Without admin rights a sender may schedule only these types (see _check_schedule_rights):
+# others (http_request, host handlers) act with the service's identity.
+NON_ADMIN_TYPES = ("chat_message", "log")
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_TZ_TOKEN = re.compile(r"(?i)^(?:tz|timezone)=(.*)$")
+
+WHEN_HELP = (
+    '`<when>`: `in 10m`, `in 2h30m`, `at 2026-12-01 09:00`, `at 9:00`, `tomorrow 9:00`, `every 15m`, '
+    '`every day at 9:00`, `every weekday at 9:00`, `every mon,wed at 18:30`, `cron "0 9 * * 1-5"`. '
+    "Add `tz=Europe/Paris` for another time zone."
+)
+HELP = "\n".join(
+    [
+        "*crontick* schedules jobs from Chat. Commands:",
+        "• `remind <when> <text>`: post <text> here, e.g. `remind in 10m stretch`, `remind every weekday at 9:00 stand-up`",
+        "• `schedule <when> <job_type> [json payload]`: e.g. `schedule every 15m log {\"note\": \"hi\"}`",
+        "• `list`: your jobs (admins: all jobs); `list all` includes finished ones",
+        "• `show <id>`, `history <id>`: a job and its recent runs",
+        "• `pause <id>`, `resume <id>`, `run <id>` (now), `cancel <id>`",
+        "• `help`: this text",
+        WHEN_HELP,
+    ]
+)
+EXAMPLES = {
+    "remind": "remind tomorrow 9:00 send the report",
+    "schedule": 'schedule every weekday at 9:00 log {"note": "stand-up"}',
+    "when": "remind in 10m stretch",
+}
+
+
+class ChatTokenVerifier(TokenVerifier):
+    """The project-number audience: Chat signs its own JWT (iss = chat@system...), without email."""
+
+    def _check_principal(self, claims: dict[str, Any]) -> str:
+        if claims.get("iss") != CHAT_ISSUER:
+            raise AuthError(401, f"invalid token: issuer must be {CHAT_ISSUER}")
+        return CHAT_ISSUER
+
+
+@dataclass(frozen=True)
+class ChatConfig:
+    verifier: TokenVerifier | None  # None: CHAT_AUTH_AUDIENCE unset, every request refused
+    allowed: frozenset[str]
+    admins: frozenset[str]
+    default_timezone: str
+
+
+def build_chat_verifier(settings: Settings) -> TokenVerifier | None:
+    if settings.auth_mode == "disabled":
+        return TokenVerifier(mode="disabled", audience=None, allowed=None, certs_url="")
+    audience = settings.chat_auth_audience
+    if not audience:
+        return None
+    if audience.isdigit():
+        return ChatTokenVerifier(
+            mode="oidc",
+            audience=audience,
+            allowed=None,
+            certs_url=settings.chat_certs_url,
+            certs_timeout=settings.oidc_certs_timeout_seconds,
+            issuers=(CHAT_ISSUER,),
+            require_email_verified=False,
+        )
+    return TokenVerifier(
+        mode="oidc",
+        audience=audience,
+        allowed=(CHAT_ISSUER,),
+        certs_url=settings.oidc_certs_url,
+        certs_timeout=settings.oidc_certs_timeout_seconds,
+        issuers=GOOGLE_ISSUERS,
+    )
+
+
+@bp.record_once
+def _configure(state) -> None:
+    settings: Settings = state.app.extensions["crontick"].settings
+    state.app.extensions[EXTENSION] = ChatConfig(
+        verifier=build_chat_verifier(settings),
+        allowed=frozenset(a.lower() for a in (*settings.chat_allowed_senders, *settings.admin_emails)),
+        admins=frozenset(a.lower() for a in settings.admin_emails),
+        default_timezone=settings.chat_default_timezone,
+    )
 
 
 @bp.post("/webhook")
 def webhook():
-    return error_response(501, "unimplemented", "the Chat webhook is not implemented yet")
+    config: ChatConfig = current_app.extensions[EXTENSION]
+    if config.verifier is None:
+        log.warning("Chat event refused: CHAT_AUTH_AUDIENCE is not set")
+        raise AuthError(401, "the Chat webhook is not configured: set CHAT_AUTH_AUDIENCE to the Chat app's authentication audience")
+    config.verifier.verify(request.headers.get("Authorization"))
+    event = request.get_json(silent=True)
+    try:
+        reply = Conversation(crontick(), config, event).answer()
+    except StoreError as exc:
+        log.error("Chat command failed: store unavailable", extra={"json_fields": {"error": str(exc)}})
+        reply = {"text": "Sorry, the job store is unavailable right now, so nothing was changed. Please try again in a minute."}
+    except Exception:  # noqa: BLE001 - a Chat user gets an answer, the log gets the trace
+        log.exception("Chat command failed")
+        reply = {"text": "Sorry, something went wrong on my side while handling that (the service log has the details). Please try again."}
+    return jsonify(reply)
+
+
+# --- events --------------------------------------------------------------------
+
+
+def _dig(data: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+class NotUnderstood(Exception):
+    """A reply explaining what was not understood, with an example."""
+
+    def __init__(self, message: str, example: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message if message.startswith("not understood") else f"not understood: {message}"
+        self.example = example
+
+
+class Conversation:
+    """One event in, one reply out."""
+
+    def __init__(self, app: Crontick, config: ChatConfig, event: Any) -> None:
+        self.app = app
+        self.config = config
+        self.event = event if isinstance(event, dict) else {}
+        self.is_event = isinstance(event, dict)
+        self.sender = (_str(_dig(event, "message", "sender", "email")) or _str(_dig(event, "user", "email")) or "").strip()
+        self.space = _str(_dig(event, "space", "name")) or _str(_dig(event, "message", "space", "name"))
+        self.thread = _str(_dig(event, "message", "thread", "name"))
+        name = _str(_dig(event, "message", "name"))
+        self.message_name = name if name and len(name) <= 500 else None
+        self.is_admin = bool(self.sender) and is_allowed(self.sender, config.admins)
+
+    # -- entry --------------------------------------------------------------
+
+    def answer(self) -> dict[str, Any]:
+        if not self.is_event:
+            return _text("Sorry, not understood: the request is not a Chat event (expected a JSON object). Type `help` for the commands.")
+        kind = self.event.get("type")
+        if kind == "REMOVED_FROM_SPACE":
+            log.info("Chat app removed from a space", extra={"json_fields": {"space": self.space}})
+            return {}
+        if not (self.sender and is_allowed(self.sender, self.config.allowed)):
+            return _text(
+                f"Sorry, {self.sender or 'this account'} is not allowed to schedule jobs with crontick. "
+                "Please ask an administrator to add you to CHAT_ALLOWED_SENDERS."
+            )
+        if kind == "ADDED_TO_SPACE" and not isinstance(self.event.get("message"), dict):
+            return _text("Hello! I schedule jobs and reminders.\n" + HELP)
+        if kind == "CARD_CLICKED":
+            return _text("Sorry, not understood: buttons are not supported; type a command instead (`help` lists them).")
+        if kind not in ("MESSAGE", "ADDED_TO_SPACE"):
+            return _text(f"Sorry, not understood: Chat event type {str(kind)[:40]!r} is not handled. Type `help` for the commands.")
+        text = _str(_dig(self.event, "message", "argumentText")) or _str(_dig(self.event, "message", "text")) or ""
+        try:
+            return _text(self.command(text.strip()))
+        except NotUnderstood as exc:
+            example = f"\nExample: `{exc.example}`" if exc.example else ""
+            return _text(f"Sorry, {exc.message}{example}\nType `help` for all commands.")
+
+    def command(self, text: str) -> str:
+        if len(text) > MAX_COMMAND_CHARS:
+            raise NotUnderstood(f"the message is longer than {MAX_COMMAND_CHARS} characters")
+        if not text:
+            return HELP
+        parts = text.split(maxsplit=1)
+        word, rest = parts[0].lower(), (parts[1] if len(parts) > 1 else "")
+        handler = self.COMMANDS.get(word)
+        if handler is None:
+            shown = parts[0] if len(parts[0]) <= 40 else parts[0][:37] + "..."
+            raise NotUnderstood(f'"{shown}" is not a command; the commands are help, remind, schedule, list, show, history, pause, resume, run, cancel', EXAMPLES["when"])
+        log.info("Chat command", extra={"json_fields": {"command": word, "sender": self.sender, "space": self.space}})
+        return handler(self, rest)
+
+    # -- creating -----------------------------------------------------------
+
+    def cmd_remind(self, rest: str) -> str:
+        when, message = self._when(rest, EXAMPLES["remind"])
+        if not message.strip():
+            raise NotUnderstood(f'what should I post {when.phrase}? Put the text after the time', EXAMPLES["remind"])
+        if not self.space:
+            raise NotUnderstood("this event names no space to post the reminder into", EXAMPLES["remind"])
+        payload: dict[str, Any] = {"text": message, "space": self.space}
+        if self.thread and (m := THREAD_RE.match(self.thread)) and m.group(1) == self.space:
+            payload["thread"] = self.thread
+        return self._create("chat_message", payload, when, EXAMPLES["remind"])
+
+    def cmd_schedule(self, rest: str) -> str:
+        when, tail = self._when(rest, EXAMPLES["schedule"])
+        parts = tail.split(maxsplit=1)
+        if not parts:
+            raise NotUnderstood(f"the job type is missing after \"{when.phrase}\"; registered types: {', '.join(self.app.registry.names())}", EXAMPLES["schedule"])
+        job_type, payload_text = parts[0], (parts[1] if len(parts) > 1 else "")
+        payload = _json_payload(payload_text)
+        if job_type == "chat_message" and "space" not in payload and "webhook_url" not in payload and self.space:
+            payload["space"] = self.space
+            if self.thread and (m := THREAD_RE.match(self.thread)) and m.group(1) == self.space:
+                payload.setdefault("thread", self.thread)
+        self._check_schedule_rights(job_type, payload)
+        return self._create(job_type, payload, when, EXAMPLES["schedule"])
+
+    def _check_schedule_rights(self, job_type: str, payload: dict[str, Any]) -> None:
+        if self.is_admin:
+            return
+        if job_type not in NON_ADMIN_TYPES:
+            raise ConflictRefusal(f"only an administrator can schedule {job_type!r} jobs from Chat; you can schedule {' and '.join(NON_ADMIN_TYPES)} (or use `remind`)")
+        if job_type == "chat_message" and (payload.get("webhook_url") is not None or payload.get("space") != self.space):
+            raise ConflictRefusal("without administrator rights a chat_message job can only post into this space")
+
+    def _when(self, rest: str, example: str):
+        """The <when> at the start of ``rest`` and what follows it. A ``tz=<zone>`` right before
+        or after the <when> sets the zone; so does one at the very end of the command."""
+        tz_name = self.config.default_timezone
+        words = rest.rsplit(maxsplit=1)
+        if len(words) == 2 and (m := _TZ_TOKEN.match(words[1])):
+            rest = words[0]
+            try:
+                tz_name = canonical_zone(m.group(1))
+            except ValidationError as exc:
+                raise NotUnderstood(exc.message, example) from None
+        try:
+            return split_when(rest, now=self.app.clock(), tz=tz_name)
+        except ValidationError as exc:
+            raise NotUnderstood(exc.message, example) from None
+
+    def _create(self, job_type: str, payload: dict[str, Any], when, example: str) -> str:
+        data: dict[str, Any] = {"job_type": job_type, "payload": payload, **when.job_fields()}
+        if self.message_name:
+            data["idempotency_key"] = self.message_name
+        for _ in range(3):
+            data["id"] = uuid.uuid4().hex[:12]
+            try:
+                job, created = self.app.service.create(data, created_by=self.sender)
+                break
+            except ValidationError as exc:
+                raise NotUnderstood(exc.message, example) from None
+            except ConflictError:  # a 48-bit id collision: draw another
+                continue
+        else:
+            raise ConflictRefusal("could not allocate a job id; please try again")
+        log.info("Chat job created" if created else "Chat job redelivered", extra={"json_fields": {"job_id": job.id, "sender": self.sender}})
+        head = f"Scheduled `{job.id}` ({job.job_type})" if created else f"This message was already scheduled as `{job.id}` ({job.job_type})"
+        return self._summary(head, job, when.timezone)
+
+    # -- reading --------------------------------------------------------------
+
+    def cmd_list(self, rest: str) -> str:
+        tz_name, words = self._display_args(rest)
+        show_all = [w.lower() for w in words] == ["all"]
+        if words and not show_all:
+            raise NotUnderstood(f'"{" ".join(words)[:40]}" after list; say `list` or `list all`', "list")
+        jobs = [j for j in self._all_jobs() if (self.is_admin or self._owns(j)) and (show_all or j.status not in (JobStatus.COMPLETED, JobStatus.CANCELLED))]
+        if not jobs:
+            whose = "There are no" if self.is_admin else "You have no"
+            return f"{whose} {'' if show_all else 'active '}jobs. Try `{EXAMPLES['when']}`."
+        jobs.sort(key=lambda j: (j.next_run_at is None, j.next_run_at or j.created_at, j.id))
+        lines = [f"{'All' if self.is_admin else 'Your'} {'' if show_all else 'active '}jobs ({len(jobs)}):"]
+        for job in jobs[:MAX_LISTED]:
+            zone_name = tz_name or self._zone_for(job)
+            nxt = f", next {_fmt(job.next_run_at, zone_name)}" if job.next_run_at and not job.status.is_final else ""
+            owner = f", by {job.created_by}" if self.is_admin and job.created_by and not self._owns(job) else ""
+            lines.append(f"• `{job.id}` {job.job_type} [{job.status.value}]: {describe_schedule(job)}{nxt}{owner}{_gist(job)}")
+        if len(jobs) > MAX_LISTED:
+            lines.append(f"... and {len(jobs) - MAX_LISTED} more")
+        return "\n".join(lines)
+
+    def cmd_show(self, rest: str) -> str:
+        job, tz_name = self._target(rest, "show")
+        lines = [self._summary(f"`{job.id}` ({job.job_type}) is {job.status.value}", job, tz_name)]
+        lines.append(f"Created by {job.created_by or 'the API'} on {_fmt(job.created_at, tz_name)}")
+        if job.payload:
+            lines.append("Payload: `" + _clip(json.dumps(job.payload, ensure_ascii=False), 300) + "`")
+        if job.last_run_at:
+            error = f": {_clip(job.last_error, 200)}" if job.last_error else ""
+            lines.append(f"Last run {_fmt(job.last_run_at, tz_name)}: {job.last_outcome}{error}")
+        return "\n".join(lines)
+
+    def cmd_history(self, rest: str) -> str:
+        job, tz_name = self._target(rest, "history")
+        runs = self.app.store.list_executions(job_id=job.id, limit=HISTORY_SHOWN)
+        if not runs:
+            return f"`{job.id}` ({job.job_type}) has not run yet. {describe_schedule(job)[0].upper()}{describe_schedule(job)[1:]}."
+        lines = [f"Last {len(runs)} runs of `{job.id}` ({job.job_type}), newest first:"]
+        for run in runs:
+            error = f": {_clip(run.error, 150)}" if run.error else ""
+            lines.append(f"• {_fmt(run.fire_at, tz_name)}, attempt {run.attempt}: {run.outcome.value} ({run.duration_ms:.0f} ms){error}")
+        return "\n".join(lines)
+
+    # -- changing -------------------------------------------------------------
+
+    def _change(self, rest: str, verb: str, action: Callable[[str], Job], done: str) -> str:
+        job, tz_name = self._target(rest, verb)
+        try:
+            job = action(job.id)
+        except ConflictError as exc:
+            raise ConflictRefusal(str(exc)) from None
+        log.info(f"Chat {verb}", extra={"json_fields": {"job_id": job.id, "sender": self.sender}})
+        return self._summary(f"{done} `{job.id}` ({job.job_type})", job, tz_name)
+
+    def cmd_pause(self, rest: str) -> str:
+        return self._change(rest, "pause", self.app.service.pause, "Paused")
+
+    def cmd_resume(self, rest: str) -> str:
+        return self._change(rest, "resume", self.app.service.resume, "Resumed")
+
+    def cmd_run(self, rest: str) -> str:
+        return self._change(rest, "run", self.app.service.run_now, "Run at the next tick requested for")
+
+    def cmd_cancel(self, rest: str) -> str:
+        return self._change(rest, "cancel", self.app.service.cancel, "Cancelled")
+
+    def cmd_help(self, rest: str) -> str:
+        return HELP
+
+    COMMANDS: dict[str, Callable[[Conversation, str], str]] = {
+        "help": cmd_help,
+        "?": cmd_help,
+        "remind": cmd_remind,
+        "schedule": cmd_schedule,
+        "list": cmd_list,
+        "jobs": cmd_list,
+        "show": cmd_show,
+        "history": cmd_history,
+        "pause": cmd_pause,
+        "resume": cmd_resume,
+        "run": cmd_run,
+        "cancel": cmd_cancel,
+    }
+
+    # -- helpers --------------------------------------------------------------
+
+    def _owns(self, job: Job) -> bool:
+        return bool(job.created_by) and job.created_by.lower() == self.sender.lower()
+
+    def _all_jobs(self) -> list[Job]:
+        jobs: list[Job] = []
+        after: str | None = None
+        while True:
+            page = self.app.service.list(limit=200, after_id=after)
+            jobs.extend(page)
+            if len(page) < 200:
+                return jobs
+            after = page[-1].id
+
+    def _display_args(self, rest: str) -> tuple[str | None, list[str]]:
+        """``tz=<zone>`` tokens out of ``rest`` (canonical zone), and the other words."""
+        tz_name: str | None = None
+        words = []
+        for word in rest.split():
+            m = _TZ_TOKEN.match(word)
+            if m:
+                try:
+                    tz_name = canonical_zone(m.group(1))
+                except ValidationError as exc:
+                    raise NotUnderstood(exc.message, "show <id> tz=Europe/Paris") from None
+            else:
+                words.append(word)
+        return tz_name, words
+
+    def _target(self, rest: str, verb: str) -> tuple[Job, str]:
+        """The job named in ``rest``, if the sender may act on it, and the zone to show times in."""
+        tz_name, words = self._display_args(rest)
+        example = f"{verb} 3f2a9c1b7e4d"
+        if not words:
+            raise NotUnderstood(f"{verb} needs a job id (`list` shows yours)", example)
+        if len(words) > 1:
+            raise NotUnderstood(f'"{_clip(" ".join(words[1:]), 40)}" after the job id', example)
+        job_id = words[0].strip("`'\"")
+        if not _ID_RE.match(job_id):
+            raise NotUnderstood(f'"{_clip(job_id, 40)}" is not a job id', example)
+        try:
+            job = self.app.service.get(job_id)
+        except JobNotFound:
+            raise ConflictRefusal(f"there is no job `{job_id}` (`list` shows yours)") from None
+        if not (self.is_admin or self._owns(job)):
+            raise ConflictRefusal(f"`{job_id}` was created by someone else; only its creator or an administrator can {verb} it")
+        return job, tz_name or self._zone_for(job)
+
+    def _zone_for(self, job: Job) -> str:
+        return job.timezone if job.timezone != "UTC" else self.config.default_timezone
+
+    def _summary(self, head: str, job: Job, tz_name: str) -> str:
+        lines = [f"{head}: {describe_schedule(job)}."]
+        if job.job_type == "chat_message" and isinstance(job.payload.get("text"), str):
+            lines.append(f"Message: {_clip(job.payload['text'], 200)}")
+        if job.status in (JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.FAILED):
+            lines.append("No further runs.")
+            return "\n".join(lines)
+        times = self.app.service.preview(job.id, PREVIEW_COUNT)
+        label = "Next runs once resumed" if job.status is JobStatus.PAUSED else ("Next run" if len(times) == 1 else f"Next {len(times)} runs")
+        zone_label = "UTC" if tz_name == "UTC" else f"{tz_name} / UTC"
+        lines.append(f"{label} ({zone_label}):")
+        lines.extend(f"• {_fmt(t, tz_name)}" for t in times)
+        return "\n".join(lines)
+
+
+class ConflictRefusal(NotUnderstood):
+    """A refusal that is not about parsing: the request was understood but cannot be done."""
+
+    def __init__(self, message: str) -> None:
+        Exception.__init__(self, message)
+        self.message = message
+        self.example = None
+
+
+def _text(text: str) -> dict[str, Any]:
+    return {"text": text}
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _gist(job: Job) -> str:
+    text = job.payload.get("text") if job.job_type == "chat_message" else None
+    return f' "{_clip(text, 60)}"' if isinstance(text, str) else ""
+
+
+def _fmt(when: datetime, tz_name: str) -> str:
+    """``Mon 2026-01-05 09:00 CET (08:00 UTC)``; the UTC date is shown when it differs."""
+    utc_text = when.strftime("%Y-%m-%d %H:%M")
+    if tz_name == "UTC":
+        return f"{when:%a} {utc_text} UTC"
+    local = when.astimezone(zone(tz_name))
+    utc_part = when.strftime("%H:%M") if local.date() == when.date() else utc_text
+    return f"{local:%a %Y-%m-%d %H:%M} {local.tzname()} ({utc_part} UTC)"
+
+
+def _json_payload(text: str) -> dict[str, Any]:
+    text = text.strip()
+    if text.startswith("```") and text.endswith("```") and len(text) >= 6:
+        text = text[3:-3].strip()
+        if text.lower().startswith("json"):
+            text = text[4:].strip()
+    elif len(text) >= 2 and text[0] == text[-1] == "`":
+        text = text[1:-1].strip()
+    if not text:
+        return {}
+    try:
+        payload = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise NotUnderstood(f'the payload "{_clip(text, 40)}" is not valid JSON ({_clip(str(exc), 80)})', EXAMPLES["schedule"]) from None
+    if not isinstance(payload, dict):
+        raise NotUnderstood(f"the payload must be a JSON object {{...}}, not {type(payload).__name__}", EXAMPLES["schedule"])
+    return payload
