@@ -15,7 +15,8 @@ RUN pip install --no-cache-dir -r requirements.txt
 
 # An unprivileged user; the code stays root-owned and read-only to it. data/ is the
 # JSON store's default directory (SCHEDULER_JSON_PATH=./data/jobs.json), writable by the user.
-RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin crontick \
+RUN groupadd --system --gid 10001 crontick \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin crontick \
     && install -d -o crontick -g crontick /app/data
 
 COPY . ./
