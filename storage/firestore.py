@@ -134,6 +134,8 @@ class QueryShape:
 
 _ASC, _DESC = "ASCENDING", "DESCENDING"
 QUERY_SHAPES: tuple[QueryShape, ...] = (
+    # open: read one job
+    QueryShape("jobs", (), ()),
     # claim_due_jobs / count_due
     QueryShape("jobs", ("status",), (("next_run_at", _ASC),)),
     QueryShape("jobs", ("status",), (("lease_until", _ASC),)),

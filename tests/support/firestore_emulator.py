@@ -6,7 +6,9 @@ the Cloud SDK: ``gcloud info --format='value(installation.sdk_root)'``, or
 start``. Its output goes to a log file; it is ready when ``GET /`` answers
 ``Ok``. ``clear()`` deletes every document of the project between tests;
 ``stop()``/``start()`` take it down and bring it back on the *same* port (the
-outage tests), so clients that know ``FIRESTORE_EMULATOR_HOST`` reconnect.
+outage tests), so clients that know ``FIRESTORE_EMULATOR_HOST`` reconnect;
+``stop(keep_data=True)`` exports the documents first and the next ``start()``
+imports them (the emulator keeps data in memory only).
 
 The ``firestore_emulator`` session fixture starts one for the whole session
 (lazily: only when a Firestore test asks for it), sets
@@ -21,6 +23,7 @@ Runnable on its own for manual work and the benchmark::
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -92,6 +95,7 @@ class FirestoreEmulator:
         self.project = project
         self.log_path = Path(log_path) if log_path else Path(tempfile.gettempdir()) / f"firestore-emulator-{self.port}.log"
         self._proc: subprocess.Popen[bytes] | None = None
+        self._import: Path | None = None  # an export to load at the next start (stop(keep_data=True))
 
     @property
     def host(self) -> str:
@@ -105,6 +109,9 @@ class FirestoreEmulator:
         if self.running:
             return self
         command = emulator_command(self.port)
+        if self._import is not None:
+            command.append(f"--import-data={self._import}")
+            self._import = None
         with open(self.log_path, "ab") as log:
             # A new session, so that stop() can end the whole group (gcloud starts java as a child).
             self._proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
@@ -125,7 +132,27 @@ class FirestoreEmulator:
         except (OSError, urllib.error.URLError):
             return False
 
-    def stop(self) -> None:
+    def export(self, directory: str | os.PathLike[str]) -> Path:
+        """Export every document of the project to ``directory``; returns the metadata file."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        body = json.dumps({"database": f"projects/{self.project}/databases/(default)", "export_directory": str(directory)}).encode()
+        request = urllib.request.Request(
+            f"http://{self.host}/emulator/v1/projects/{self.project}:export", data=body, method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            response.read()
+        found = sorted(directory.glob("*/*.overall_export_metadata"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise RuntimeError(f"the emulator exported nothing to {directory}")
+        return found[-1]
+
+    def stop(self, *, keep_data: bool = False) -> None:
+        """Stop the emulator. With ``keep_data`` its documents are exported first and
+        loaded again by the next :meth:`start` (the emulator itself keeps nothing)."""
+        if keep_data and self.running:
+            self._import = self.export(tempfile.mkdtemp(prefix="firestore-export-"))
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
@@ -143,8 +170,8 @@ class FirestoreEmulator:
         while time.monotonic() < deadline and self.answers():
             time.sleep(0.1)
 
-    def restart(self) -> FirestoreEmulator:
-        self.stop()
+    def restart(self, *, keep_data: bool = True) -> FirestoreEmulator:
+        self.stop(keep_data=keep_data)
         return self.start()
 
     def clear(self, project: str | None = None, database: str = "(default)") -> None:
