@@ -478,9 +478,10 @@ def _parse_cron(toks: _Tokens) -> _Cron:
         if close < 0:
             raise not_understood(text[at:], "the cron expression has no closing quote")
         expr = " ".join(text[at + 1 : close].split())
+        if close + 1 < len(text) and not text[close + 1].isspace():
+            tail = re.match(r"\S*", text[close + 1 :]).group(0)  # type: ignore[union-attr]
+            raise not_understood(text[at : close + 1] + tail, "leave a space after the closing quote")
         toks.seek(close + 1)
-        if toks.i < len(toks.spans) and toks.spans[toks.i][0] == close + 1:
-            raise not_understood(text[at : toks.spans[toks.i][1]], "leave a space after the closing quote")
     else:
         first = toks.peek()
         if first is None:
