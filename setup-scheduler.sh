@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Cloud Scheduler (and, with SCHEDULER_STORAGE=firestore, Firestore) for a deployed crontick service.
 #
-#   ./setup-scheduler.sh [setup]   APIs, invoker service account, run.invoker binding, Firestore indexes
-#                                  and TTL, then create or update the job POSTing to $URL/cron/tick
+#   ./setup-scheduler.sh [setup]   APIs, invoker service account, run.invoker binding, Firestore indexes,
+#                                  exemptions and TTLs, then create or update the job POSTing to $URL/cron/tick
 #   ./setup-scheduler.sh pause | resume
 #   ./setup-scheduler.sh run       force one tick now (gcloud scheduler jobs run)
 #   ./setup-scheduler.sh status    describe the job
@@ -155,16 +155,20 @@ check_app_agrees() {
   fi
 }
 
-# The flags of one `indexes composite create` per index of $1 (Firebase format): a line per index, tab-separated.
-index_commands() {
+# What $1 (Firebase format) asks of Firestore, a tab-separated line each:
+#   index  FLAGS...          one composite index (`indexes composite create`)
+#   exempt FIELD GROUP       a fieldOverride with "indexes": [] (`indexes fields update --disable-indexes`)
+#   ttl    FIELD GROUP       a fieldOverride with "ttl": true, and always expire_at of the executions collection
+firestore_plan() {
   python3 -c '
 import json, sys
-path, database = sys.argv[1], sys.argv[2]
+path, database, executions = sys.argv[1], sys.argv[2], sys.argv[3]
 with open(path, encoding="utf-8") as f:
     spec = json.load(f)
 scopes = {"COLLECTION": "collection", "COLLECTION_GROUP": "collection-group"}
+lines = []
 for index in spec.get("indexes", []):
-    args = ["--collection-group=" + index["collectionGroup"], "--database=" + database,
+    args = ["index", "--collection-group=" + index["collectionGroup"], "--database=" + database,
             "--query-scope=" + scopes[index.get("queryScope", "COLLECTION")]]
     for field in index["fields"]:
         config = "field-path=" + field["fieldPath"]
@@ -173,12 +177,24 @@ for index in spec.get("indexes", []):
         elif "arrayConfig" in field:
             config += ",array-config=" + field["arrayConfig"].lower()
         else:
-            sys.exit("unsupported field in %s: %r" % (path, field))
+            sys.exit("%s: unsupported index field %r" % (path, field))
         args.append("--field-config=" + config)
+    lines.append(args)
+ttls = [("expire_at", executions)]
+for override in spec.get("fieldOverrides", []):
+    where = (override["fieldPath"], override["collectionGroup"])
+    if override.get("ttl") and where not in ttls:
+        ttls.append(where)
+    if "indexes" in override:
+        if override["indexes"]:
+            sys.exit("%s: only index exemptions (\"indexes\": []) are supported in fieldOverrides, not %r" % (path, override))
+        lines.append(["exempt", *where])
+lines += [["ttl", *where] for where in ttls]
+for args in lines:
     if any("\t" in arg or "\n" in arg for arg in args):
-        sys.exit("tab or newline in an index of %s" % path)
+        sys.exit("%s: tab or newline in %r" % (path, args))
     print("\t".join(args))
-' "$1" "$DATABASE"
+' "$1" "$DATABASE" "${FIRESTORE_EXECUTIONS_COLLECTION:-scheduler_executions}"
 }
 
 create_index() {
@@ -198,17 +214,25 @@ create_index() {
 }
 
 setup_firestore() {
-  local file="${FIRESTORE_INDEXES_FILE:-$ROOT/firestore.indexes.json}" lines line args
+  local file="${FIRESTORE_INDEXES_FILE:-$ROOT/firestore.indexes.json}" plan line kind args_line args
   [[ -f "$file" ]] || die "SCHEDULER_STORAGE=firestore but the index file $file does not exist (set FIRESTORE_INDEXES_FILE)"
-  lines="$(index_commands "$file")" || die "cannot read the indexes of $file"
+  plan="$(firestore_plan "$file")" || die "cannot read $file (see above)"
   while IFS= read -r line; do
     [[ -n "$line" ]] || continue
-    IFS=$'\t' read -r -a args <<<"$line"
-    create_index "${args[@]}" "--project=$PROJECT_ID"
-  done <<<"$lines"
-  run gcloud firestore fields ttls update expire_at \
-    "--collection-group=${FIRESTORE_EXECUTIONS_COLLECTION:-scheduler_executions}" "--database=$DATABASE" \
-    --enable-ttl "--project=$PROJECT_ID"
+    IFS=$'\t' read -r kind args_line <<<"$line"
+    IFS=$'\t' read -r -a args <<<"$args_line"
+    case "$kind" in
+      index) create_index "${args[@]}" "--project=$PROJECT_ID" ;;
+      exempt)
+        run gcloud firestore indexes fields update "${args[0]}" "--collection-group=${args[1]}" "--database=$DATABASE" \
+          --disable-indexes "--project=$PROJECT_ID"
+        ;;
+      ttl)
+        run gcloud firestore fields ttls update "${args[0]}" "--collection-group=${args[1]}" "--database=$DATABASE" \
+          --enable-ttl "--project=$PROJECT_ID"
+        ;;
+    esac
+  done <<<"$plan"
 }
 
 upsert_job() {

@@ -8,7 +8,8 @@ commands add to it, so a second run sees what the first one made. Shape:
      "services": {"crontick": {"url": "...", "latestReadyRevisionName": "...",
                                "traffic": [{"revisionName": ..., "percent": ..., "tag": ..., "url": ...}],
                                "revisions": ["newest", ..., "oldest"]}},
-     "scheduler_jobs": {"crontick-tick": {...flags}}, "indexes": [[...flags]], "ttls": [[...]],
+     "scheduler_jobs": {"crontick-tick": {...flags}}, "indexes": [[...flags]], "ttls": [[field, group]],
+     "exemptions": [[field, group]],
      "bindings": [[...]], "fail": ["substring of a joined argv that must fail"]}
 
 Flags with values are only understood in ``--flag=value`` form, the form the
@@ -150,6 +151,12 @@ def main(argv: list[str]) -> int:
             return fail("ALREADY_EXISTS: index already exists")
         indexes.append(key)
         save()
+        return 0
+    if words[:4] == ["firestore", "indexes", "fields", "update"]:
+        exemption = [words[4], flags.get("--collection-group")]
+        if exemption not in state.setdefault("exemptions", []):
+            state["exemptions"].append(exemption)
+            save()
         return 0
     if words[:4] == ["firestore", "fields", "ttls", "update"]:
         ttl = [words[4], flags.get("--collection-group")]

@@ -48,9 +48,20 @@ INDEX_2 = [
     "--collection-group=scheduler_executions", "--database=(default)", "--query-scope=collection",
     "--field-config=field-path=job_id,order=ascending", "--field-config=field-path=started_at,order=descending", P,
 ]
-TTL = [
-    "firestore", "fields", "ttls", "update", "expire_at",
-    "--collection-group=scheduler_executions", "--database=(default)", "--enable-ttl", P,
+
+
+def ttl(group: str, field: str = "expire_at", database: str = "(default)") -> list[str]:
+    return ["firestore", "fields", "ttls", "update", field, f"--collection-group={group}", f"--database={database}", "--enable-ttl", P]
+
+
+def exempt(group: str, field: str) -> list[str]:
+    return ["firestore", "indexes", "fields", "update", field, f"--collection-group={group}", "--database=(default)", "--disable-indexes", P]
+
+
+# The fixture's fieldOverrides: two TTL fields (without single-field indexes) and one exempted field.
+FIRESTORE_REST = [
+    exempt("scheduler_executions", "expire_at"), exempt("scheduler_ticks", "expire_at"), exempt("scheduler_jobs", "payload"),
+    ttl("scheduler_executions"), ttl("scheduler_ticks"),
 ]
 FIRESTORE_ENV = {"SCHEDULER_STORAGE": "firestore", "FIRESTORE_INDEXES_FILE": str(FIXTURES / "firestore.indexes.fixture.json")}
 
@@ -120,18 +131,19 @@ def test_firestore_creates_indexes_and_ttl_and_tolerates_existing_ones(cloud: Cl
 
     assert result.returncode == 0, result.stderr
     apis = [*APIS[:-1], "firestore.googleapis.com", P]
-    assert cloud.calls() == [apis, URL_DESCRIBE, SA_DESCRIBE, SA_CREATE, BINDING, INDEX_1, INDEX_2, TTL, JOB_DESCRIBE, JOB_CREATE]
+    assert cloud.calls() == [apis, URL_DESCRIBE, SA_DESCRIBE, SA_CREATE, BINDING, INDEX_1, INDEX_2, *FIRESTORE_REST, JOB_DESCRIBE, JOB_CREATE]
     assert len(cloud.load()["indexes"]) == 2
 
     cloud.clear_calls()
     again = cloud.run("setup-scheduler.sh", "setup", env=FIRESTORE_ENV)
 
     assert again.returncode == 0, again.stderr
-    assert cloud.calls() == [apis, URL_DESCRIBE, SA_DESCRIBE, BINDING, INDEX_1, INDEX_2, TTL, JOB_DESCRIBE, JOB_UPDATE]
+    assert cloud.calls() == [apis, URL_DESCRIBE, SA_DESCRIBE, BINDING, INDEX_1, INDEX_2, *FIRESTORE_REST, JOB_DESCRIBE, JOB_UPDATE]
     assert again.stderr.count("index exists already") == 2
     state = cloud.load()
     assert len(state["indexes"]) == 2
-    assert state["ttls"] == [["expire_at", "scheduler_executions"]]
+    assert state["ttls"] == [["expire_at", "scheduler_executions"], ["expire_at", "scheduler_ticks"]]
+    assert len(state["exemptions"]) == 3
 
 
 def test_firestore_names_database_and_executions_collection(cloud: Cloud) -> None:
@@ -142,8 +154,8 @@ def test_firestore_names_database_and_executions_collection(cloud: Cloud) -> Non
     assert result.returncode == 0, result.stderr
     calls = cloud.calls()
     assert all("--database=crontick-qa" in c for c in calls if c[0] == "firestore")
-    assert ["firestore", "fields", "ttls", "update", "expire_at", "--collection-group=qa_executions",
-            "--database=crontick-qa", "--enable-ttl", P] in calls
+    ttls = [c for c in calls if c[:4] == ["firestore", "fields", "ttls", "update"]]
+    assert ttls == [ttl("qa_executions", database="crontick-qa"), *(ttl(g, database="crontick-qa") for g in ("scheduler_executions", "scheduler_ticks"))]
 
 
 def test_firestore_index_failure_other_than_exists_stops(cloud: Cloud) -> None:
@@ -315,4 +327,18 @@ def test_the_repository_index_file_is_understood(cloud: Cloud) -> None:
     creates = [c for c in cloud.calls() if c[:4] == ["firestore", "indexes", "composite", "create"]]
     assert [c[4] for c in creates] == [f"--collection-group={i['collectionGroup']}" for i in indexes]
     assert [len([a for a in c if a.startswith("--field-config=")]) for c in creates] == [len(i["fields"]) for i in indexes]
-    assert cloud.calls()[-3][:5] == ["firestore", "fields", "ttls", "update", "expire_at"]
+    ttls = [c[4:6] for c in cloud.calls() if c[:4] == ["firestore", "fields", "ttls", "update"]]
+    assert ["expire_at", "--collection-group=scheduler_executions"] in ttls
+    expected = {(o["fieldPath"], o["collectionGroup"]) for o in json.loads(path.read_text()).get("fieldOverrides", []) if o.get("ttl")}
+    assert {(f, g.removeprefix("--collection-group=")) for f, g in ttls} == expected | {("expire_at", "scheduler_executions")}
+
+
+def test_unsupported_field_override_is_refused_before_any_firestore_change(cloud: Cloud) -> None:
+    spec = cloud.tmp / "indexes.json"
+    spec.write_text('{"indexes": [], "fieldOverrides": [{"collectionGroup": "g", "fieldPath": "f", "indexes": [{"order": "ASCENDING"}]}]}')
+
+    result = cloud.run("setup-scheduler.sh", "setup", env=FIRESTORE_ENV | {"FIRESTORE_INDEXES_FILE": str(spec)})
+
+    assert result.returncode == 1
+    assert "only index exemptions" in result.stderr
+    assert not [c for c in cloud.calls() if c[0] == "firestore" or c[:2] == ["scheduler", "jobs"]]
