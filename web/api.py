@@ -254,7 +254,8 @@ def _authenticate() -> None:
 @bp.get("/openapi.json")
 def openapi_document():
     Query()
-    return jsonify(build_openapi(crontick().registry.names()))
+    ct = crontick()
+    return jsonify(build_openapi(ct.registry.names(), auth_required=ct.settings.auth_mode != "disabled"))
 
 
 @bp.post("/jobs")

@@ -118,7 +118,9 @@ def _writable_fields(job_types: list[str]) -> dict[str, Any]:
     }
 
 
-def build_openapi(job_types: Iterable[str]) -> dict[str, Any]:
+def build_openapi(job_types: Iterable[str], *, auth_required: bool = True) -> dict[str, Any]:
+    """The document; ``auth_required=False`` (``AUTH_MODE=disabled``) documents no security
+    requirement, since that deployment admits requests without a token."""
     types = sorted(job_types)
     job_type_schema: dict[str, Any] = {"type": "string", "minLength": 1, "description": "A registered job type."}
     if types:
@@ -282,7 +284,7 @@ def build_openapi(job_types: Iterable[str]) -> dict[str, Any]:
         }
 
     bool_schema = {"type": "string", "enum": ["true", "false"]}
-    return {
+    document: dict[str, Any] = {
         "openapi": "3.0.3",
         "info": {
             "title": "crontick operator API",
@@ -290,7 +292,7 @@ def build_openapi(job_types: Iterable[str]) -> dict[str, Any]:
             "description": "Manage crontick's scheduled jobs. Every call needs `Authorization: Bearer <Google ID token>` "
             "of an email in ADMIN_EMAILS. Errors are `{\"error\": {\"code\", \"message\", \"field\"}}`.",
         },
-        "security": [{"googleIdToken": []}],
+        "security": [{"googleIdToken": []}] if auth_required else [],
         "paths": {
             "/api/v1/openapi.json": {
                 "get": {
@@ -435,3 +437,6 @@ def build_openapi(job_types: Iterable[str]) -> dict[str, Any]:
             "responses": {name: _json(_ERROR_REF, text) for name, text in _ERROR_RESPONSES.values()},
         },
     }
+    if not auth_required:
+        document["info"]["description"] += " This deployment runs with AUTH_MODE=disabled: no token is needed."
+    return document
