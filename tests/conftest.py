@@ -7,7 +7,14 @@ Firestore collections), the way separate processes see one store.
 
 from __future__ import annotations
 
-import random
+import os
+
+# No cloud is reachable here: google-auth and gcloud must never probe the GCE
+# metadata server (169.254.169.254). Set before google.auth is imported anywhere;
+# subprocesses (gunicorn, workers) inherit it.
+os.environ.update(NO_GCE_CHECK="true", GCE_METADATA_HOST="127.0.0.1:1", GCE_METADATA_IP="127.0.0.1:1", CLOUDSDK_CORE_CHECK_GCE_METADATA="false")
+
+import random  # noqa: E402
 from collections.abc import Callable, Iterator
 
 import pytest
