@@ -1,4 +1,5 @@
-"""Operator commands: ``flask --app main tick`` and ``flask --app main jobs ...``."""
+"""Operator commands: ``flask --app main tick``, ``jobs ...``, ``executions``, ``status``,
+``export FILE`` and ``import FILE``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from flask import Flask
 from flask.cli import AppGroup
 
 from scheduler.errors import CrontickError
-from scheduler.model import Job, JobStatus, Source
+from scheduler.jobspec import parse_timestamp
+from scheduler.model import Job, JobStatus, Outcome, Source, to_iso
 from web.context import crontick
 
 
@@ -110,3 +112,114 @@ def register_cli(app: Flask) -> None:
     _verb("release", "release", "Free a stuck lease.", force=click.option("--force", is_flag=True, help="take a live lease too"))
 
     app.cli.add_command(jobs)
+    register_operating_cli(app)
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return "  ".join(f"{status.value}={counts.get(status.value, 0)}" for status in JobStatus) + f"  (total {sum(counts.values())})"
+
+
+def register_operating_cli(app: Flask) -> None:
+    """``executions``, ``status``, ``export`` and ``import`` (docs/operating.md)."""
+    from scheduler import snapshot as snap
+    from web.api import status_report
+
+    @app.cli.command("executions")
+    @click.option("--job", "job_id", default=None, help="only this job's executions")
+    @click.option("--outcome", type=click.Choice([o.value for o in Outcome]), default=None)
+    @click.option("--since", default=None, help="RFC 3339 time with offset: started at or after")
+    @click.option("--until", default=None, help="RFC 3339 time with offset: started before")
+    @click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
+    @click.option("--json", "as_json", is_flag=True, help="print the records as JSON")
+    def executions(job_id, outcome, since, until, limit, as_json):
+        """Execution history, newest first."""
+        ct = crontick()
+        since_at = _guard(parse_timestamp, since, "--since") if since else None
+        until_at = _guard(parse_timestamp, until, "--until") if until else None
+        if job_id is not None:
+            _guard(ct.store.get_job, job_id)
+        rows = _guard(ct.store.list_executions, job_id=job_id, outcome=outcome, since=since_at, until=until_at, limit=limit)
+        if as_json:
+            _echo_json([row.to_dict() for row in rows])
+            return
+        for row in rows:
+            error = f"  {row.error}" if row.error else ""
+            click.echo(
+                f"{to_iso(row.started_at)}  {row.job_id}  {row.outcome.value:<10}  attempt={row.attempt}  "
+                f"{row.duration_ms:.0f}ms  fire_at={to_iso(row.fire_at)}  tick={row.tick_id[:12]}{error}"
+            )
+        click.echo(f"{len(rows)} execution(s)")
+
+    @app.cli.command("status")
+    @click.option("--ticks", type=click.IntRange(0, 200), default=5, show_default=True, help="recent ticks to show")
+    @click.option("--json", "as_json", is_flag=True, help="print the report as JSON (as GET /api/v1/status)")
+    def status(ticks, as_json):
+        """Store-wide figures: jobs by status, due, leases, the oldest overdue job, recent ticks."""
+        report = _guard(status_report, crontick(), ticks=ticks)
+        if as_json:
+            _echo_json(report)
+            return
+        jobs, leases, overdue = report["jobs"], report["leases"], report["oldest_overdue"]
+        click.echo(f"store:   {report['store']}  at {report['now']}")
+        click.echo(f"jobs:    {_counts(jobs['by_status'])}")
+        click.echo(f"due:     {jobs['due']}")
+        expired_ids = f"  ({', '.join(leases['expired_job_ids'])})" if leases["expired_job_ids"] else ""
+        click.echo(f"leases:  held={leases['held']}  expired={leases['expired']}{expired_ids}")
+        if overdue is None:
+            click.echo("overdue: none")
+        else:
+            click.echo(f"overdue: {overdue['id']} ({overdue['job_type']}, {overdue['status']}) due since {overdue['due_since']}, lag {overdue['lag_seconds']:.0f} s")
+        for tick in report["recent_ticks"]:
+            m = tick["metrics"]
+            click.echo(
+                f"tick:    {tick['started_at']}  {tick['tick_id'][:12]}  {tick['source']:<15}  due={m['jobs_due']} "
+                f"ok={m['jobs_succeeded']} failed={m['jobs_failed']} deferred={m['jobs_deferred']} "
+                f"recovered={m['jobs_recovered']} lease_lost={m['lease_lost']}  {m['duration_ms']:.0f}ms"
+            )
+
+    @app.cli.command("export")
+    @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+    @click.option("--with-history", is_flag=True, help="include execution history (an archive: import restores jobs only)")
+    @click.option("--force", is_flag=True, help="overwrite FILE if it exists")
+    def export(file, with_history, force):
+        """Write every job to FILE ('-' for stdout) as a checksummed snapshot."""
+        ct = crontick()
+        document, summary = _guard(snap.build_snapshot, ct.store, now=ct.clock(), with_history=with_history)
+        if file == "-":
+            click.echo(json.dumps(document, indent=1, ensure_ascii=False))
+        else:
+            try:
+                snap.write_snapshot(document, file, overwrite=force)
+            except OSError as exc:
+                raise click.ClickException(str(exc)) from None
+        history = f", {summary.executions} execution(s)" if with_history else ""
+        click.echo(f"exported {summary.jobs} job(s){history} from the {ct.store.kind} store to {file}", err=file == "-")
+        click.echo(f"jobs:    {_counts(summary.by_status)}", err=file == "-")
+        click.echo(f"checksum {document['checksum']}", err=file == "-")
+        if summary.history_capped:
+            click.echo(f"warning: history capped at {snap.MAX_EXECUTIONS_PER_JOB} for {', '.join(summary.history_capped)}", err=True)
+
+    @app.cli.command("import")
+    @click.argument("file", type=click.File("rb"))
+    @click.option("--dry-run", is_flag=True, help="validate and count, write nothing")
+    def import_command(file, dry_run):
+        """Restore jobs from a snapshot FILE ('-' for stdin). The whole file is checked first;
+        nothing is written if any of it is wrong. Importing the same file twice is harmless."""
+        ct = crontick()
+        try:
+            snapshot = snap.parse_snapshot(file.read())
+        except snap.SnapshotError as exc:
+            raise click.ClickException(str(exc)) from None
+        doc = snapshot.document
+        click.echo(f"snapshot: {len(snapshot.jobs)} job(s) exported {doc.get('exported_at')} from a {doc.get('store')} store; checksum ok")
+        summary = _guard(snap.import_snapshot, ct.store, snapshot, known_types=ct.registry.names(), dry_run=dry_run)
+        click.echo(f"before:  {_counts(summary.before)}")
+        verb = "would create" if dry_run else "created"
+        click.echo(f"{verb} {summary.created}, {'would update' if dry_run else 'updated'} {summary.updated}, unchanged {summary.unchanged}; "
+                   f"{summary.untouched} job(s) in the store but not in the snapshot left as they are")
+        if summary.unknown_types:
+            click.echo(f"warning: job types not registered here: {', '.join(summary.unknown_types)} (those jobs fail when they run)", err=True)
+        if dry_run:
+            click.echo("dry run: nothing written")
+        else:
+            click.echo(f"after:   {_counts(summary.after)}")
