@@ -223,6 +223,50 @@ class _CountingStream:
         return getattr(self._stream, name)
 
 
+# gRPC keeps reconnecting to an unreachable server with a backoff growing to 120 s,
+# and by default shares that state between every channel of the process: after an
+# outage even a new client would keep failing for minutes. Reconnect within 1 s.
+_CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.use_local_subchannel_pool", 1),
+]
+_CLIENT_CLASS: Any = None
+
+
+def _client_class() -> Any:
+    """``firestore.Client`` whose gRPC channel uses :data:`_CHANNEL_OPTIONS` (built lazily so
+    that importing this module does not load google-cloud-firestore)."""
+    global _CLIENT_CLASS
+    if _CLIENT_CLASS is not None:
+        return _CLIENT_CLASS
+    import grpc
+    from google.cloud import firestore
+    from google.cloud.firestore_v1 import base_client
+
+    class Client(firestore.Client):
+        def _firestore_api_helper(self, transport: Any, client_class: Any, client_module: Any) -> Any:
+            if self._firestore_api_internal is None:
+                if self._emulator_host is not None:
+                    channel = self._emulator_channel(transport)
+                else:
+                    options = [*getattr(base_client, "_DEFAULT_CHANNEL_OPTIONS", []), *_CHANNEL_OPTIONS]
+                    channel = transport.create_channel(self._target, credentials=self._credentials, options=options)
+                self._transport = transport(host=self._target, channel=channel)
+                self._firestore_api_internal = client_class(transport=self._transport, client_options=self._client_options)
+                client_module._client_info = self._client_info
+            return self._firestore_api_internal
+
+        def _emulator_channel(self, transport: Any) -> Any:
+            token = getattr(self._credentials, "id_token", None) or "owner"
+            options = [("Authorization", f"Bearer {token}"), *getattr(base_client, "_GRPC_MSG_SIZE_OPTIONS", []), *_CHANNEL_OPTIONS]
+            return grpc.insecure_channel(self._emulator_host, options=options)
+
+    _CLIENT_CLASS = Client
+    return Client
+
+
 class FirestoreStore:
     """:class:`~storage.base.JobStore` on Cloud Firestore (see the module docstring)."""
 
@@ -297,13 +341,11 @@ class FirestoreStore:
             return self._client
 
     def _make_client(self) -> Any:
-        from google.cloud import firestore
-
         project = self.project or os.environ.get("GOOGLE_CLOUD_PROJECT") or None
         if project is None and os.environ.get("FIRESTORE_EMULATOR_HOST"):
             project = EMULATOR_PROJECT
         try:
-            client = firestore.Client(project=project, database=self.database)
+            client = _client_class()(project=project, database=self.database)
         except Exception as exc:  # noqa: BLE001 - credentials/project discovery failures
             raise StoreUnavailable(f"cannot create the Firestore client: {exc}") from exc
         self._instrument(client._firestore_api)

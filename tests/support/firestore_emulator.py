@@ -120,10 +120,25 @@ class FirestoreEmulator:
             if self._proc.poll() is not None:
                 raise RuntimeError(f"the Firestore emulator exited with {self._proc.returncode}; see {self.log_path}")
             if self.answers():
+                self._warm_up(deadline)
                 return self
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"the Firestore emulator did not answer on {self.host} within {timeout:g} s; see {self.log_path}")
+
+    def _warm_up(self, deadline: float) -> None:
+        """The emulator answers ``GET /`` before it serves documents, and its first
+        document request takes seconds; make that request here, not in a test."""
+        url = f"http://{self.host}/v1/projects/{self.project}/databases/(default)/documents/warmup/none"
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=30) as response:
+                    response.read()
+                return
+            except urllib.error.HTTPError:
+                return  # 404: it is serving documents
+            except OSError:
+                time.sleep(0.1)
 
     def answers(self) -> bool:
         try:
