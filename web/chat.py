@@ -38,7 +38,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 
-from handlers.chat_message import SPACE_RE, THREAD_RE
+from handlers.chat_message import THREAD_RE
 from scheduler.describe import describe_schedule
 from scheduler.errors import ConflictError, JobNotFound, StoreError, ValidationError
 from scheduler.model import Job, JobStatus
@@ -260,6 +260,9 @@ class Conversation:
         if not parts:
             raise NotUnderstood(f"the job type is missing after \"{when.phrase}\"; registered types: {', '.join(self.app.registry.names())}", EXAMPLES["schedule"])
         job_type, payload_text = parts[0], (parts[1] if len(parts) > 1 else "")
+        if job_type not in self.app.registry:
+            shown = job_type if len(job_type) <= 40 else job_type[:37] + "..."
+            raise NotUnderstood(f"unknown job type \"{shown}\"; registered types: {', '.join(self.app.registry.names())}", EXAMPLES["schedule"])
         payload = _json_payload(payload_text)
         if job_type == "chat_message" and "space" not in payload and "webhook_url" not in payload and self.space:
             payload["space"] = self.space

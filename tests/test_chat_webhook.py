@@ -1,0 +1,830 @@
+"""``POST /webhook`` end to end: Chat-shaped events, real tokens, a real store and tick.
+
+Chat's tokens are RS256 JWTs signed by a key generated for the session and
+served over loopback by ``CertServer`` (one server standing in for
+``CHAT_CERTS_URL``, another for Google's ``OIDC_CERTS_URL``), so google-auth's
+verification runs as in production. Jobs are created through the app built by
+``create_app`` with a ``FakeClock``, and ``remind`` jobs post, on the next
+``POST /cron/tick``, to ``ChatStandIn``, a loopback server recording what the
+Chat API would receive.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from main import create_app
+from scheduler.model import Job, JobStatus
+from scheduler.timing import check_cron
+from scheduler.when import STARTS
+from tests.support.clock import FakeClock
+from tests.support.oidc import (  # noqa: F401 - fixtures are used by name
+    OMIT,
+    CertServer,
+    TokenFactory,
+    cert_server,
+    impostor_factory,
+    oidc_env,
+    token_factory,
+)
+from tests.test_chat_message import STATIC_TOKEN, ChatStandIn, chat_standin, standin_registry  # noqa: F401
+
+PROJECT = "123456789012"
+URL_AUDIENCE = "https://crontick.example.run.app/webhook"
+CHAT_ISSUER = "chat@system.gserviceaccount.com"
+ANN = "ann@example.com"
+BOB = "bob@team.example.com"
+BOSS = "boss@example.com"
+EVE = "eve@elsewhere.example"
+SPACE = "spaces/AAAAxyz"
+THREAD = "spaces/AAAAxyz/threads/TTTT_1"
+ID = r"`([0-9a-f]{12})`"
+
+
+def chat_event(
+    text: str,
+    sender: str | None = ANN,
+    *,
+    kind: str = "MESSAGE",
+    name: str | None = None,
+    space: str = SPACE,
+    thread: str | None = THREAD,
+) -> dict[str, Any]:
+    """An interaction event as Google Chat sends it for '@crontick <text>' in a space."""
+    person = {"name": "users/1150", "displayName": "Someone", "type": "HUMAN", "domainId": "c0ffee"}
+    if sender is not None:
+        person["email"] = sender
+    space_obj = {"name": space, "type": "ROOM", "spaceType": "SPACE", "displayName": "Ops"}
+    event: dict[str, Any] = {
+        "type": kind,
+        "eventTime": "2026-01-05T12:00:00.123456Z",
+        "user": person,
+        "space": space_obj,
+        "configCompleteRedirectUrl": "https://chat.google.com/api/bot_config_complete?token=abc",
+        "common": {"userLocale": "en", "hostApp": "CHAT"},
+    }
+    if kind in ("MESSAGE", "ADDED_TO_SPACE_WITH_MESSAGE"):
+        event["type"] = "MESSAGE" if kind == "MESSAGE" else "ADDED_TO_SPACE"
+        event["message"] = {
+            "name": name or f"{space}/messages/{uuid.uuid4().hex[:11]}.{uuid.uuid4().hex[:11]}",
+            "sender": person,
+            "createTime": "2026-01-05T12:00:00.123456Z",
+            "text": f"@crontick {text}",
+            "argumentText": f" {text}",
+            "annotations": [
+                {"type": "USER_MENTION", "startIndex": 0, "length": 9, "userMention": {"user": {"name": "users/app", "displayName": "crontick", "type": "BOT"}, "type": "MENTION"}}
+            ],
+            "space": space_obj,
+        }
+        if thread:
+            event["message"]["thread"] = {"name": thread, "retentionSettings": {"state": "PERMANENT"}}
+    return event
+
+
+_TOKENS: dict[int, tuple[str, float]] = {}
+
+
+def _cached(factory: TokenFactory, make: Callable[[], str]) -> str:
+    """A valid default token per signing key, reused for 10 minutes: signing loads the PEM key, which is slow."""
+    token, made = _TOKENS.get(id(factory), ("", 0.0))
+    if time.time() - made > 600:
+        token = make()
+        _TOKENS[id(factory)] = (token, time.time())
+    return token
+
+
+class Chat:
+    """A Chat app client: signs Chat's token, posts events, reads the store."""
+
+    def __init__(self, app, factory: TokenFactory, clock: FakeClock, token_factory: TokenFactory) -> None:
+        self.app = app
+        self.client = app.test_client()
+        self.ct = app.extensions["crontick"]
+        self.factory = factory
+        self.clock = clock
+        self.invoker_tokens = token_factory
+
+    def token(self, **overrides: Any) -> str:
+        now = int(time.time())
+        claims = {"iss": CHAT_ISSUER, "aud": PROJECT, "iat": now, "exp": now + 3600}
+        for key, value in overrides.items():
+            if value is OMIT:
+                claims.pop(key, None)
+            else:
+                claims[key] = value
+        return self.factory.sign(claims)
+
+    def post(self, event: Any, authorization: str | None | object = ...) -> Any:
+        if authorization is ...:
+            authorization = f"Bearer {_cached(self.factory, self.token)}"
+        headers = {} if authorization is None else {"Authorization": authorization}
+        if isinstance(event, (bytes, str)):
+            return self.client.post("/webhook", data=event, headers=headers, content_type="application/json")
+        return self.client.post("/webhook", json=event, headers=headers)
+
+    def say(self, text: str, sender: str | None = ANN, **event_options: Any) -> str:
+        response = self.post(chat_event(text, sender, **event_options))
+        assert response.status_code == 200, response.get_data(as_text=True)
+        body = response.get_json()
+        assert set(body) == {"text"}, body
+        return body["text"]
+
+    def create(self, text: str, sender: str = ANN, **event_options: Any) -> tuple[Job, str]:
+        reply = self.say(text, sender, **event_options)
+        m = re.search(ID, reply)
+        assert m, reply
+        return self.ct.store.get_job(m.group(1)), reply
+
+    def jobs(self) -> list[Job]:
+        return self.ct.store.list_jobs(limit=1000)
+
+    def tick(self) -> dict[str, Any]:
+        token = _cached(self.invoker_tokens, self.invoker_tokens.token)
+        response = self.client.post("/cron/tick", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return response.get_json()
+
+
+@pytest.fixture(scope="session")
+def chat_factory() -> TokenFactory:
+    """Chat's signing key (another key than Google's ID-token key)."""
+    return TokenFactory(kid="chat-test-key")
+
+
+@pytest.fixture(scope="module")
+def chat_certs(chat_factory: TokenFactory) -> Iterator[CertServer]:
+    """Shared by the module (tests must not stop it or change what it serves)."""
+    with CertServer(chat_factory.certs) as server:
+        yield server
+
+
+@pytest.fixture
+def make_chat(cert_server: CertServer, chat_certs: CertServer, chat_standin: ChatStandIn, chat_factory: TokenFactory, token_factory: TokenFactory, clock: FakeClock) -> Callable[..., Chat]:
+    def make(**overrides: str) -> Chat:
+        env = oidc_env(
+            cert_server.url,
+            CHAT_AUTH_AUDIENCE=PROJECT,
+            CHAT_CERTS_URL=chat_certs.url,
+            CHAT_ALLOWED_SENDERS=f"{ANN}, @team.example.com",
+            ADMIN_EMAILS=BOSS,
+            CHAT_API_BASE_URL=chat_standin.base_url,
+        )
+        env.update(overrides)
+        app = create_app(env, clock=clock, registry=standin_registry(chat_standin), rng=random.Random(7))
+        return Chat(app, chat_factory, clock, token_factory)
+
+    return make
+
+
+@pytest.fixture
+def chat(make_chat) -> Chat:
+    return make_chat()
+
+
+def at(*args: int) -> datetime:
+    return datetime(*args, tzinfo=timezone.utc)
+
+
+def assert_error(response, status: int, fragment: str) -> None:
+    assert response.status_code == status, response.get_data(as_text=True)
+    body = response.get_json()
+    assert set(body) == {"error"} and fragment in body["error"]["message"], body
+
+
+# --- authentication: project-number audience ---------------------------------------------
+
+
+def test_chat_token_is_accepted(chat: Chat, chat_certs: CertServer) -> None:
+    before = chat_certs.requests
+    assert "*crontick* schedules jobs" in chat.say("help")
+    assert "*crontick* schedules jobs" in chat.say("help")
+    assert chat_certs.requests == before + 1  # fetched once per app, then cached
+
+
+def test_missing_token_is_401_and_nothing_stored(chat: Chat) -> None:
+    assert_error(chat.post(chat_event("remind in 10m x"), authorization=None), 401, "missing Authorization header")
+    assert chat.jobs() == []
+
+
+@pytest.mark.parametrize("header", ["Basic YTpi", "Bearer", "Bearer garbage", "Bearer a.b.c"])
+def test_malformed_authorization_is_401(chat: Chat, header: str) -> None:
+    assert_error(chat.post(chat_event("remind in 10m x"), authorization=header), 401, "")
+    assert chat.jobs() == []
+
+
+def test_forged_tokens_are_401(chat: Chat, impostor_factory: TokenFactory, chat_factory: TokenFactory) -> None:
+    claims = {"iss": CHAT_ISSUER, "aud": PROJECT, "iat": int(time.time()), "exp": int(time.time()) + 3600}
+    impostor = TokenFactory(kid=chat_factory.kid)  # another key claiming Chat's kid
+    forged = [
+        impostor.sign(claims),
+        chat_factory.sign(claims, alg="none"),
+        chat_factory.sign(claims, alg="HS256"),
+        chat_factory.sign(claims, kid="rotated-away"),
+    ]
+    header, _, signature = chat.token().split(".")
+    tampered_payload = impostor.sign(claims | {"exp": claims["exp"] + 86400}).split(".")[1]  # a longer life, Chat's signature
+    forged.append(f"{header}.{tampered_payload}.{signature}")
+    for token in forged:
+        assert_error(chat.post(chat_event("remind in 10m x"), authorization=f"Bearer {token}"), 401, "invalid token")
+    assert chat.jobs() == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"aud": "999999999999"}, "wrong audience"),
+        ({"aud": URL_AUDIENCE}, "wrong audience"),
+        ({"aud": OMIT}, "wrong audience"),
+        ({"iss": "https://accounts.google.com"}, f"issuer must be {CHAT_ISSUER}"),
+        ({"iss": "someone@system.gserviceaccount.com"}, f"issuer must be {CHAT_ISSUER}"),
+        ({"iss": OMIT}, f"issuer must be {CHAT_ISSUER}"),
+        ({"exp": int(time.time()) - 3600, "iat": int(time.time()) - 7200}, "expired"),
+    ],
+)
+def test_chat_token_with_wrong_claims_is_401(chat: Chat, overrides: dict[str, Any], fragment: str) -> None:
+    assert_error(chat.post(chat_event("remind in 10m x"), authorization=f"Bearer {chat.token(**overrides)}"), 401, fragment)
+    assert chat.jobs() == []
+
+
+def test_google_id_token_is_not_a_chat_token(chat: Chat, token_factory: TokenFactory) -> None:
+    """A Google-signed ID token (even naming Chat's email and our project) is not verified by Chat's certs."""
+    token = token_factory.token(audience=PROJECT, email=CHAT_ISSUER)
+    assert_error(chat.post(chat_event("remind in 10m x"), authorization=f"Bearer {token}"), 401, "invalid token")
+
+
+def test_chat_certs_unreachable_is_503(make_chat, chat_factory: TokenFactory) -> None:
+    with CertServer(chat_factory.certs) as down:
+        pass  # started and stopped: its port now refuses connections
+    chat = make_chat(CHAT_CERTS_URL=down.url)
+    assert_error(chat.post(chat_event("help")), 503, "cannot fetch the token signing certificates")
+
+
+# --- authentication: HTTP endpoint URL audience -----------------------------------------
+
+
+@pytest.fixture
+def url_chat(make_chat) -> Chat:
+    return make_chat(CHAT_AUTH_AUDIENCE=URL_AUDIENCE)
+
+
+def test_url_audience_accepts_a_google_id_token_for_chat(url_chat: Chat, token_factory: TokenFactory, cert_server: CertServer) -> None:
+    token = token_factory.token(audience=URL_AUDIENCE, email=CHAT_ISSUER)
+    response = url_chat.post(chat_event("help"), authorization=f"Bearer {token}")
+    assert response.status_code == 200 and "remind" in response.get_json()["text"]
+    assert cert_server.requests == 1
+
+
+@pytest.mark.parametrize(
+    ("claims", "status", "fragment"),
+    [
+        ({"email": "intruder@proj.iam.gserviceaccount.com"}, 403, "is not allowed"),
+        ({"email": ANN}, 403, "is not allowed"),
+        ({"email_verified": False}, 403, "is not verified"),
+        ({"email": OMIT}, 403, "no email claim"),
+        ({"audience": PROJECT}, 401, "wrong audience"),
+        ({"iss": "https://evil.example"}, 401, "issuer must be one of"),
+    ],
+)
+def test_url_audience_refuses_other_principals(url_chat: Chat, token_factory: TokenFactory, claims: dict[str, Any], status: int, fragment: str) -> None:
+    audience = claims.pop("audience", URL_AUDIENCE)
+    email = claims.pop("email", CHAT_ISSUER)
+    token = token_factory.token(audience=audience, email=email, **claims)
+    assert_error(url_chat.post(chat_event("remind in 10m x"), authorization=f"Bearer {token}"), status, fragment)
+    assert url_chat.jobs() == []
+
+
+def test_url_audience_refuses_a_project_number_style_token(url_chat: Chat) -> None:
+    token = url_chat.token(aud=URL_AUDIENCE)  # Chat's JWT, signed by Chat's key: not in Google's ID-token certs
+    assert_error(url_chat.post(chat_event("help"), authorization=f"Bearer {token}"), 401, "invalid token")
+
+
+def test_unconfigured_audience_refuses_everything(make_chat) -> None:
+    chat = make_chat(CHAT_AUTH_AUDIENCE="")
+    assert_error(chat.post(chat_event("help")), 401, "CHAT_AUTH_AUDIENCE")
+
+
+def test_auth_disabled_admits_without_token(make_chat) -> None:
+    chat = make_chat(AUTH_MODE="disabled")
+    response = chat.post(chat_event("remind in 10m x"), authorization=None)
+    assert response.status_code == 200 and "Scheduled" in response.get_json()["text"]
+
+
+# --- who may use it ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sender", [EVE, "eve@example.com.attacker.example", "team.example.com", "@team.example.com", "", None])
+def test_unlisted_sender_is_refused_politely_and_nothing_stored(chat: Chat, sender: str | None) -> None:
+    for text in ("remind in 10m x", "schedule every 15m log", "list", "help"):
+        reply = chat.say(text, sender)
+        assert reply.startswith("Sorry, ") and "not allowed" in reply and "CHAT_ALLOWED_SENDERS" in reply
+    assert chat.jobs() == []
+
+
+@pytest.mark.parametrize("sender", [ANN, "Ann@Example.com", BOB, "carol@TEAM.example.com", BOSS])
+def test_listed_senders_domains_and_admins_are_admitted(chat: Chat, sender: str) -> None:
+    job, reply = chat.create("remind in 10m x", sender)
+    assert reply.startswith(f"Scheduled `{job.id}`")
+    assert job.created_by == sender
+
+
+# --- events -------------------------------------------------------------------------------
+
+
+def test_added_to_space_says_hello(chat: Chat) -> None:
+    response = chat.post(chat_event("", kind="ADDED_TO_SPACE"))
+    assert response.status_code == 200
+    assert response.get_json()["text"].startswith("Hello! I schedule jobs and reminders.\n*crontick* schedules jobs from Chat.")
+
+
+def test_added_to_space_with_a_message_runs_it(chat: Chat) -> None:
+    job, reply = chat.create("remind in 10m x", kind="ADDED_TO_SPACE_WITH_MESSAGE")
+    assert job.payload["text"] == "x"
+
+
+def test_removed_from_space_answers_empty(chat: Chat) -> None:
+    response = chat.post(chat_event("", kind="REMOVED_FROM_SPACE"))
+    assert response.status_code == 200 and response.get_json() == {}
+
+
+def test_card_clicked_is_explained(chat: Chat) -> None:
+    response = chat.post(chat_event("", kind="CARD_CLICKED"))
+    assert response.status_code == 200 and "not understood: buttons are not supported" in response.get_json()["text"]
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        b"this is not json",
+        b"",
+        b"[1, 2]",
+        b"null",
+        {"type": "MESSAGE"},
+        {"type": "MESSAGE", "message": "text"},
+        {"type": "MESSAGE", "message": {"text": "remind in 10m x", "sender": {"email": 42}}},
+        {"type": "MESSAGE", "message": {"text": "remind in 10m x", "sender": {"email": ANN}}},  # no space
+        {"type": "MESSAGE", "message": {"text": "remind in 10m x", "sender": {"email": ANN}}, "space": {"name": "rooms/x"}},
+        {"type": "MESSAGE", "message": {"text": "remind in 10m x", "sender": {"email": ANN}, "name": ["x"]}, "space": {"name": 7}},
+        {"type": "WIDGET_UPDATED", "user": {"email": ANN}},
+        {"type": ["MESSAGE"], "user": {"email": ANN}},
+        {"message": {"text": "help", "sender": {"email": ANN}}},
+        {"type": "MESSAGE", "message": {"text": "remind in 10m " + "x" * 100_000, "sender": {"email": ANN}}, "space": {"name": SPACE}},
+    ],
+)
+def test_odd_events_get_a_200_text_and_store_nothing(chat: Chat, event: Any) -> None:
+    response = chat.post(event)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    text = response.get_json()["text"]
+    assert text.startswith("Sorry, ") and ("not understood" in text or "not allowed" in text), text
+    assert "something went wrong" not in text
+    assert chat.jobs() == []
+
+
+@pytest.mark.parametrize("message", [{"text": 5}, {"argumentText": ["remind"], "text": None}, {"text": "   "}])
+def test_a_message_without_text_gets_the_help(chat: Chat, message: dict[str, Any]) -> None:
+    response = chat.post({"type": "MESSAGE", "message": {**message, "sender": {"email": ANN}}, "space": {"name": SPACE}})
+    assert response.status_code == 200 and response.get_json()["text"].startswith("*crontick* schedules jobs from Chat.")
+    assert chat.jobs() == []
+
+
+# --- remind ---------------------------------------------------------------------------------
+
+
+def test_remind_in_10m(chat: Chat) -> None:
+    event = chat_event("remind in 10m stretch your legs")
+    response = chat.post(event)
+    reply = response.get_json()["text"]
+    [job] = chat.jobs()
+    assert reply == (
+        f"Scheduled `{job.id}` (chat_message): once, on Mon 2026-01-05 at 12:10 UTC.\n"
+        "Message: stretch your legs\n"
+        "Next run (UTC):\n"
+        "• Mon 2026-01-05 12:10 UTC"
+    )
+    assert job.job_type == "chat_message"
+    assert job.payload == {"text": "stretch your legs", "space": SPACE, "thread": THREAD}
+    assert (job.schedule_at, job.next_run_at, job.status) == (at(2026, 1, 5, 12, 10), at(2026, 1, 5, 12, 10), JobStatus.PENDING)
+    assert job.created_by == ANN
+    assert job.idempotency_key == event["message"]["name"]
+
+
+@pytest.mark.parametrize(
+    ("when", "extra", "schedule", "lines"),
+    [
+        ("in 2h30m", {}, {"schedule_at": at(2026, 1, 5, 14, 30)}, ["• Mon 2026-01-05 14:30 UTC"]),
+        ("at 2026-12-01 09:00 tz=Europe/Paris", {}, {"schedule_at": at(2026, 12, 1, 8, 0), "timezone": "Europe/Paris"}, ["• Tue 2026-12-01 09:00 CET (08:00 UTC)"]),
+        ("at 2026-12-01 09:00", {"CHAT_DEFAULT_TIMEZONE": "America/New_York"}, {"schedule_at": at(2026, 12, 1, 14, 0)}, ["• Tue 2026-12-01 09:00 EST (14:00 UTC)"]),
+        ("tomorrow 9:00", {}, {"schedule_at": at(2026, 1, 6, 9, 0)}, ["• Tue 2026-01-06 09:00 UTC"]),
+        ("tomorrow 9:00", {"CHAT_DEFAULT_TIMEZONE": "Asia/Tokyo"}, {"schedule_at": at(2026, 1, 6, 0, 0)}, ["• Tue 2026-01-06 09:00 JST (00:00 UTC)"]),
+        ("tomorrow 8:00", {"CHAT_DEFAULT_TIMEZONE": "Asia/Tokyo"}, {"schedule_at": at(2026, 1, 5, 23, 0)}, ["• Tue 2026-01-06 08:00 JST (2026-01-05 23:00 UTC)"]),
+        ("tz=America/Los_Angeles tomorrow 9:00", {}, {"schedule_at": at(2026, 1, 6, 17, 0)}, ["• Tue 2026-01-06 09:00 PST (17:00 UTC)"]),
+        (
+            "every weekday at 9:00",
+            {},
+            {"cron": "0 9 * * 1-5", "next_run_at": at(2026, 1, 6, 9)},
+            ["• Tue 2026-01-06 09:00 UTC", "• Wed 2026-01-07 09:00 UTC", "• Thu 2026-01-08 09:00 UTC"],
+        ),
+        (
+            "every 15m",
+            {},
+            {"interval_seconds": 900, "next_run_at": at(2026, 1, 5, 12, 15)},
+            ["• Mon 2026-01-05 12:15 UTC", "• Mon 2026-01-05 12:30 UTC", "• Mon 2026-01-05 12:45 UTC"],
+        ),
+        (
+            'cron "0 9 * * 1-5" tz=Europe/Paris',
+            {},
+            {"cron": "0 9 * * 1-5", "timezone": "Europe/Paris", "next_run_at": at(2026, 1, 6, 8)},
+            ["• Tue 2026-01-06 09:00 CET (08:00 UTC)", "• Wed 2026-01-07 09:00 CET (08:00 UTC)", "• Thu 2026-01-08 09:00 CET (08:00 UTC)"],
+        ),
+    ],
+)
+def test_remind_when_forms(make_chat, when: str, extra: dict[str, str], schedule: dict[str, Any], lines: list[str]) -> None:
+    chat = make_chat(**extra)
+    job, reply = chat.create(f"remind {when} water the plants")
+    assert job.payload["text"] == "water the plants"
+    for field, value in schedule.items():
+        assert getattr(job, field) == value, (field, getattr(job, field))
+    assert reply.endswith("\n".join(lines)), reply
+    head = reply.splitlines()[0]
+    assert head.startswith(f"Scheduled `{job.id}` (chat_message): ")
+
+
+def test_remind_tz_at_the_end_of_the_command(chat: Chat) -> None:
+    job, reply = chat.create("remind every weekday at 9:00 stand-up tz=Europe/Berlin")
+    assert (job.cron, job.timezone, job.payload["text"]) == ("0 9 * * 1-5", "Europe/Berlin", "stand-up")
+    assert "every weekday (Monday to Friday) at 09:00 (Europe/Berlin time)" in reply
+
+
+def test_remind_keeps_the_text_verbatim(chat: Chat) -> None:
+    text = "deploy *v2*\n  then `make check` <users/123> 🎉"
+    job, _ = chat.create(f"remind in 1h {text}")
+    assert job.payload["text"] == text
+
+
+def test_remind_in_a_space_without_thread(chat: Chat) -> None:
+    job, _ = chat.create("remind in 10m x", thread=None)
+    assert job.payload == {"text": "x", "space": SPACE}
+
+
+def test_remind_ignores_a_thread_of_another_space(chat: Chat) -> None:
+    job, _ = chat.create("remind in 10m x", thread="spaces/OTHER/threads/T")
+    assert job.payload == {"text": "x", "space": SPACE}
+
+
+def test_every_day_at_2_30_in_berlin_across_the_spring_switch(chat: Chat, clock: FakeClock) -> None:
+    clock.set(at(2026, 3, 27, 12, 0))
+    job, reply = chat.create("remind every day at 2:30 tz=Europe/Berlin coffee")
+    assert (job.cron, job.timezone) == ("30 2 * * *", "Europe/Berlin")
+    assert reply.splitlines()[0] == f"Scheduled `{job.id}` (chat_message): every day at 02:30 (Europe/Berlin time)."
+    assert reply.splitlines()[2:] == [
+        "Next 3 runs (Europe/Berlin / UTC):",
+        "• Sat 2026-03-28 02:30 CET (01:30 UTC)",
+        "• Sun 2026-03-29 03:00 CEST (01:00 UTC)",
+        "• Mon 2026-03-30 02:30 CEST (00:30 UTC)",
+    ]
+
+
+def test_every_day_at_2_30_in_berlin_across_the_autumn_switch(chat: Chat, clock: FakeClock) -> None:
+    clock.set(at(2026, 10, 23, 12, 0))
+    _, reply = chat.create("remind every day at 2:30 tz=Europe/Berlin coffee")
+    assert reply.splitlines()[-3:] == [
+        "• Sat 2026-10-24 02:30 CEST (00:30 UTC)",
+        "• Sun 2026-10-25 02:30 CEST (00:30 UTC)",  # the first of the two 02:30s, once
+        "• Mon 2026-10-26 02:30 CET (01:30 UTC)",
+    ]
+
+
+def test_one_off_in_the_spring_gap(chat: Chat) -> None:
+    job, reply = chat.create("remind at 2026-03-29 02:30 tz=Europe/Berlin x")
+    assert job.schedule_at == at(2026, 3, 29, 1, 0)
+    assert reply.endswith("• Sun 2026-03-29 03:00 CEST (01:00 UTC)")
+
+
+# --- the reminder is posted on the next tick ----------------------------------------------------
+
+
+def test_remind_posts_the_text_on_the_next_tick(chat: Chat, clock: FakeClock, chat_standin: ChatStandIn) -> None:
+    job, _ = chat.create("remind in 10m stretch your legs")
+    clock.advance(minutes=5)
+    assert chat.tick()["jobs_due"] == 0
+    assert chat_standin.received == []
+
+    clock.advance(minutes=5)
+    outcome = chat.tick()
+    assert (outcome["jobs_due"], outcome["jobs_succeeded"]) == (1, 1)
+    [got] = chat_standin.received
+    assert got.path == f"/v1/{SPACE}/messages"
+    assert got.query["messageReplyOption"] == ["REPLY_MESSAGE_FALLBACK_TO_NEW_THREAD"]
+    assert got.query["requestId"][0].startswith("crontick-")
+    assert got.headers["authorization"] == f"Bearer {STATIC_TOKEN}"
+    assert got.body == b'{"text": "stretch your legs", "thread": {"name": "spaces/AAAAxyz/threads/TTTT_1"}}'
+    assert chat.ct.store.get_job(job.id).status is JobStatus.COMPLETED
+
+    clock.advance(minutes=10)
+    chat.tick()
+    assert len(chat_standin.received) == 1
+    assert f"• Mon 2026-01-05 12:10 UTC, attempt 1: succeeded" in chat.say(f"history {job.id}")
+
+
+def test_recurring_reminder_fires_after_the_berlin_gap(chat: Chat, clock: FakeClock, chat_standin: ChatStandIn) -> None:
+    clock.set(at(2026, 3, 28, 12, 0))
+    job, _ = chat.create("remind every day at 2:30 tz=Europe/Berlin coffee", thread=None)
+    clock.set(at(2026, 3, 29, 0, 59))
+    chat.tick()
+    assert chat_standin.received == []
+    clock.set(at(2026, 3, 29, 1, 0))
+    assert chat.tick()["jobs_succeeded"] == 1
+    [got] = chat_standin.received
+    assert got.json == {"text": "coffee"}
+    assert chat.ct.store.get_job(job.id).next_run_at == at(2026, 3, 30, 0, 30)
+
+
+# --- schedule ---------------------------------------------------------------------------------
+
+
+def test_schedule_log_with_payload(chat: Chat) -> None:
+    job, reply = chat.create('schedule every 15m log {"note": "hello", "n": 1}')
+    assert (job.job_type, job.payload, job.interval_seconds) == ("log", {"note": "hello", "n": 1}, 900)
+    assert reply.splitlines()[0] == f"Scheduled `{job.id}` (log): every 15 minutes."
+
+
+def test_schedule_cron_without_payload(chat: Chat) -> None:
+    job, reply = chat.create('schedule cron "0 9 * * 1-5" log')
+    assert (job.cron, job.payload) == ("0 9 * * 1-5", {})
+    assert reply.endswith("• Tue 2026-01-06 09:00 UTC\n• Wed 2026-01-07 09:00 UTC\n• Thu 2026-01-08 09:00 UTC")
+
+
+def test_schedule_payload_in_a_code_block(chat: Chat) -> None:
+    job, _ = chat.create('schedule tomorrow 9:00 log ```json\n{"a": [1, 2]}\n```')
+    assert job.payload == {"a": [1, 2]}
+
+
+def test_schedule_chat_message_defaults_to_this_space(chat: Chat) -> None:
+    job, _ = chat.create('schedule every day at 9:00 chat_message {"text": "good morning"}')
+    assert job.payload == {"text": "good morning", "space": SPACE, "thread": THREAD}
+
+
+def test_schedule_other_types_needs_an_admin(chat: Chat) -> None:
+    body = '{"url": "https://internal.example/run", "oidc_audience": "https://internal.example"}'
+    reply = chat.say(f"schedule every 15m http_request {body}", ANN)
+    assert reply.startswith("Sorry, only an administrator can schedule 'http_request' jobs")
+    reply = chat.say('schedule every 15m chat_message {"text": "x", "space": "spaces/OTHER"}', ANN)
+    assert "can only post into this space" in reply
+    reply = chat.say('schedule every 15m chat_message {"text": "x", "webhook_url": "https://x.example/hook"}', ANN)
+    assert "can only post into this space" in reply
+    assert chat.jobs() == []
+    job, _ = chat.create(f"schedule every 15m http_request {body}", BOSS)
+    assert job.job_type == "http_request" and job.created_by == BOSS
+
+
+# --- redelivery -------------------------------------------------------------------------------
+
+
+def test_redelivered_message_schedules_one_job(chat: Chat) -> None:
+    event = chat_event("remind every weekday at 9:00 stand-up")
+    first = chat.post(event).get_json()["text"]
+    second = chat.post(event).get_json()["text"]
+    [job] = chat.jobs()
+    assert first.startswith(f"Scheduled `{job.id}`")
+    assert second.startswith(f"This message was already scheduled as `{job.id}` (chat_message): every weekday")
+    assert second.endswith("• Thu 2026-01-08 09:00 UTC")
+    chat.say("remind every weekday at 9:00 stand-up")  # the same words in a new message: a new job
+    assert len(chat.jobs()) == 2
+
+
+# --- list / show / history --------------------------------------------------------------------
+
+
+def test_list_shows_own_jobs_and_all_for_admins(chat: Chat) -> None:
+    ann_job, _ = chat.create("remind in 10m ann's", ANN)
+    bob_job, _ = chat.create("remind every 15m bob's", BOB)
+    ann_list = chat.say("list", ANN)
+    assert ann_list.splitlines()[0] == "Your active jobs (1):"
+    assert ann_job.id in ann_list and bob_job.id not in ann_list
+    assert f"• `{ann_job.id}` chat_message [pending]: once, on Mon 2026-01-05 at 12:10 UTC, next Mon 2026-01-05 12:10 UTC \"ann's\"" in ann_list
+    boss_list = chat.say("LIST", BOSS)
+    assert boss_list.splitlines()[0] == "All active jobs (2):"
+    assert f"by {ANN}" in boss_list and f"by {BOB}" in boss_list
+    assert chat.say("list", "dave@team.example.com") == "You have no active jobs. Try `remind in 10m stretch`."
+
+
+def test_list_all_includes_finished_jobs(chat: Chat) -> None:
+    job, _ = chat.create("remind in 10m x")
+    chat.say(f"cancel {job.id}")
+    assert chat.say("list") == "You have no active jobs. Try `remind in 10m stretch`."
+    assert f"`{job.id}` chat_message [cancelled]" in chat.say("list all")
+
+
+def test_list_in_another_zone(chat: Chat) -> None:
+    chat.create("remind in 10m x")
+    assert "next Mon 2026-01-05 13:10 CET (12:10 UTC)" in chat.say("list tz=Europe/Paris")
+
+
+def test_show(chat: Chat) -> None:
+    job, _ = chat.create("remind every weekday at 9:00 tz=Europe/Paris stand-up")
+    reply = chat.say(f"show {job.id}")
+    assert reply.splitlines() == [
+        f"`{job.id}` (chat_message) is pending: every weekday (Monday to Friday) at 09:00 (Europe/Paris time).",
+        "Message: stand-up",
+        "Next 3 runs (Europe/Paris / UTC):",
+        "• Tue 2026-01-06 09:00 CET (08:00 UTC)",
+        "• Wed 2026-01-07 09:00 CET (08:00 UTC)",
+        "• Thu 2026-01-08 09:00 CET (08:00 UTC)",
+        f"Created by {ANN} on Mon 2026-01-05 13:00 CET (12:00 UTC)",
+        f'Payload: `{{"text": "stand-up", "space": "{SPACE}", "thread": "{THREAD}"}}`',
+    ]
+    assert chat.say(f"show `{job.id}` tz=UTC").splitlines()[3] == "• Tue 2026-01-06 08:00 UTC"
+
+
+def test_history_lists_runs(chat: Chat, clock: FakeClock, chat_standin: ChatStandIn) -> None:
+    job, _ = chat.create("remind every 15m x")
+    assert chat.say(f"history {job.id}") == f"`{job.id}` (chat_message) has not run yet. Every 15 minutes."
+    chat_standin.statuses = [500]
+    clock.advance(minutes=15)
+    chat.tick()
+    reply = chat.say(f"history {job.id}")
+    assert reply.splitlines()[0] == f"Last 1 runs of `{job.id}` (chat_message), newest first:"
+    assert reply.splitlines()[1].startswith("• Mon 2026-01-05 12:15 UTC, attempt 1: failed (")
+    assert "HTTP 500" in reply
+
+
+# --- pause / resume / run / cancel ------------------------------------------------------------
+
+
+def test_pause_resume_run_cancel(chat: Chat, clock: FakeClock) -> None:
+    job, _ = chat.create("remind every weekday at 9:00 stand-up")
+
+    reply = chat.say(f"pause {job.id}")
+    assert reply.splitlines()[0] == f"Paused `{job.id}` (chat_message): every weekday (Monday to Friday) at 09:00 (UTC)."
+    assert reply.splitlines()[2] == "Next runs once resumed (UTC):"
+    assert chat.ct.store.get_job(job.id).status is JobStatus.PAUSED
+
+    clock.set(at(2026, 1, 8, 12, 0))
+    reply = chat.say(f"Resume {job.id}")
+    assert reply.startswith(f"Resumed `{job.id}`")
+    assert reply.endswith("• Fri 2026-01-09 09:00 UTC\n• Mon 2026-01-12 09:00 UTC\n• Tue 2026-01-13 09:00 UTC")
+    assert chat.ct.store.get_job(job.id).status is JobStatus.PENDING
+
+    reply = chat.say(f"run {job.id}")
+    assert reply.startswith(f"Run at the next tick requested for `{job.id}`")
+    assert "• Thu 2026-01-08 12:00 UTC" in reply
+    assert chat.ct.store.get_job(job.id).next_run_at == at(2026, 1, 8, 12, 0)
+
+    reply = chat.say(f"cancel {job.id}")
+    assert reply.splitlines()[0] == f"Cancelled `{job.id}` (chat_message): every weekday (Monday to Friday) at 09:00 (UTC)."
+    assert reply.splitlines()[-1] == "No further runs."
+    assert chat.ct.store.get_job(job.id).status is JobStatus.CANCELLED
+
+    assert chat.say(f"resume {job.id}").startswith(f"Sorry, job {job.id} is cancelled; only paused or failed jobs can be resumed")
+
+
+@pytest.mark.parametrize("verb", ["show", "history", "pause", "resume", "run", "cancel"])
+def test_only_the_creator_or_an_admin_may_act(chat: Chat, verb: str) -> None:
+    job, _ = chat.create("remind every 15m x", ANN)
+    if verb == "resume":
+        chat.say(f"pause {job.id}", ANN)
+    before = chat.ct.store.get_job(job.id)
+    reply = chat.say(f"{verb} {job.id}", BOB)
+    assert reply.startswith(f"Sorry, `{job.id}` was created by someone else; only its creator or an administrator can {verb} it")
+    assert chat.ct.store.get_job(job.id) == before
+    assert not chat.say(f"{verb} {job.id}", BOSS).startswith("Sorry")
+
+
+def test_unknown_job(chat: Chat) -> None:
+    assert chat.say("pause 0123456789ab").startswith("Sorry, there is no job `0123456789ab`")
+
+
+# --- help and refusals ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["help", "HELP", "?", ""])
+def test_help_lists_commands_with_examples(chat: Chat, text: str) -> None:
+    reply = chat.say(text)
+    for fragment in ("`remind <when> <text>`", "`schedule <when> <job_type> [json payload]`", "`list`", "`show <id>`", "`history <id>`", "`pause <id>`", "`resume <id>`", "`run <id>`", "`cancel <id>`", "`in 10m`", 'cron "0 9 * * 1-5"', "tz=Europe/Paris"):
+        assert fragment in reply
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        ("remind tomorow 9:00 x", ['not understood: "tomorow" - a time starts with one of', "Example: `remind tomorrow 9:00 send the report`"]),
+        ("remind in 10 x", ['not understood: "in 10" - expected a duration']),
+        ("remind at 25:00 x", ['not understood: "at 25:00" - not a time of day']),
+        ("remind in 10m", ["not understood: what should I post in 10m?"]),
+        ("remind every 30s x", ['not understood: "every 30s" - the shortest interval is 1 minute']),
+        ('remind cron "0 9 * *" x', ['not understood: "cron 0 9 * *" - cron expression']),
+        ("remind at 2025-01-01 10:00 x", ["in the past (it is now 2026-01-05 12:00 UTC)"]),
+        ("remind in 10m x tz=Mars/Base", ['not understood: "tz=Mars/Base" - unknown time zone']),
+        ("schedule every 15m", ['not understood: the job type is missing after "every 15m"; registered types: chat_message, http_request, log']),
+        ("schedule every 15m nosuch", ['not understood: unknown job type "nosuch"; registered types:', "Example: `schedule every weekday at 9:00 log"]),
+        ("schedule every 15m log {bad json", ['not understood: the payload "{bad json" is not valid JSON']),
+        ("schedule every 15m log [1, 2]", ["not understood: the payload must be a JSON object {...}, not list"]),
+        ('schedule every 15m http_request {"url": "ftp://x"}', []),  # refused (admin-only) before validation
+        ("frobnicate the widgets", ['not understood: "frobnicate" is not a command']),
+        ("show", ["not understood: show needs a job id"]),
+        ("show ../../etc/passwd", ['not understood: "../../etc/passwd" is not a job id']),
+        ("cancel abc def", ['not understood: "def" after the job id']),
+        ("list everything", ['not understood: "everything" after list']),
+    ],
+)
+def test_not_understood_replies(chat: Chat, text: str, fragments: list[str]) -> None:
+    reply = chat.say(text)
+    assert reply.startswith("Sorry, "), reply
+    for fragment in fragments:
+        assert fragment in reply, reply
+    assert chat.jobs() == []
+
+
+def test_admin_payload_validation_error_is_explained(chat: Chat) -> None:
+    reply = chat.say('schedule every 15m http_request {"url": "ftp://x"}', BOSS)
+    assert "not understood: http_request needs payload.url, an absolute http(s) URL" in reply
+    assert chat.jobs() == []
+
+
+def test_store_outage_is_a_200_apology(chat: Chat, monkeypatch: pytest.MonkeyPatch) -> None:
+    from scheduler.errors import StoreUnavailable
+
+    def down(*args: Any, **kwargs: Any):
+        raise StoreUnavailable("firestore unreachable")
+
+    monkeypatch.setattr(chat.ct.store, "add_job", down)
+    reply = chat.say("remind in 10m x")
+    assert reply == "Sorry, the job store is unavailable right now, so nothing was changed. Please try again in a minute."
+
+
+# --- property: malformed and hostile texts ----------------------------------------------------
+
+COMMANDS = {"help", "?", "remind", "schedule", "list", "jobs", "show", "history", "pause", "resume", "run", "cancel"}
+HOSTILE = st.sampled_from(
+    [
+        "💥", "\u202e\u202d", "\x00", "'; DROP TABLE jobs;--", "${jndi:ldap://x/a}", "{{7*7}}", "<script>alert(1)</script>",
+        "%s%s%n", "../../etc/passwd", "\\", '"', "'", "`", "\ufeff", "ｒｅｍｉｎｄ", "NaN", "-1", "1e309", "[]", "{}",
+        "<users/123>", "@all", "\t\n", "tz=", "tz=Mars/Olympus", "cron", "every", "at", "in", "🕘", "9:00", "∞",
+    ]
+)  # fmt: skip
+JUNK = st.one_of(st.text(max_size=60), HOSTILE, st.builds(lambda a, b: f"{a} {b}", HOSTILE, st.text(max_size=30)))
+SYMBOLS = st.text(alphabet=st.characters(blacklist_categories=("L", "N", "Z", "C")), min_size=1, max_size=8)
+NOT_A_START = st.one_of(
+    st.sampled_from(["tomorow", "yesterday", "soon", "now", "later", "next", "asap", "9:00", "2026-12-01", "in10m", "@9", "-5m", "at9"]),
+    SYMBOLS,
+    st.text(alphabet=st.characters(blacklist_categories=("Z", "C")), min_size=1, max_size=12),
+).filter(lambda w: w.lower() not in STARTS and not w.lower().startswith(("tz=", "timezone=")))
+BAD_ID_CHARS = "/\\%$#@!{}<>|;:,?*&^~=+()[]é💥"
+
+
+def _not_json_object(text: str) -> bool:
+    try:
+        return not isinstance(json.loads(text), dict)
+    except (ValueError, RecursionError):
+        return True
+
+
+MALFORMED = st.one_of(
+    JUNK.filter(lambda t: bool(t.split()) and t.split()[0].lower() not in COMMANDS),
+    st.builds(lambda cmd, w, rest: f"{cmd} {w} {rest}", st.sampled_from(["remind", "schedule"]), NOT_A_START, JUNK),
+    st.builds(lambda cmd, kw, w, rest: f"{cmd} {kw} {w} {rest}", st.sampled_from(["remind", "schedule"]), st.sampled_from(["in", "at", "every", "on", "tomorrow", "today", "daily"]), SYMBOLS, JUNK),
+    st.text(max_size=30).filter(lambda e: '"' not in e and check_cron(" ".join(e.split()) or "x") is not None).map(lambda e: f'remind cron "{e}" text'),
+    st.from_regex(r"[a-z_]{1,12}", fullmatch=True).filter(lambda t: t not in ("log", "chat_message", "http_request")).map(lambda t: f"schedule in 10m {t} {{}}"),
+    st.one_of(st.text(max_size=40).map(lambda t: "{" + t), st.sampled_from(["[1,2]", "3", "null", '"x"', "true"]))
+    .filter(lambda t: "tz=" not in t.lower() and "timezone=" not in t.lower() and _not_json_object(t.strip()))
+    .map(lambda t: f"schedule in 10m log {t}"),
+    st.builds(
+        lambda verb, a, bad, b: f"{verb} {a}{bad}{b}",
+        st.sampled_from(["show", "history", "pause", "resume", "run", "cancel"]),
+        st.from_regex(r"[A-Za-z0-9]{0,5}", fullmatch=True),
+        st.sampled_from(list(BAD_ID_CHARS)),
+        st.from_regex(r"[A-Za-z0-9]{0,5}", fullmatch=True),
+    ),
+    st.builds(lambda verb, a, b: f"{verb} {a} {b}", st.sampled_from(["show", "pause", "cancel"]), st.from_regex(r"[a-f0-9]{12}", fullmatch=True), SYMBOLS),
+    st.builds(lambda w: f"list {w}", SYMBOLS),
+    st.just("remind in 10m").map(lambda t: t + " " * 3),
+)
+
+
+def test_malformed_and_hostile_texts_are_explained(make_chat) -> None:
+    chat = make_chat()
+    seen: list[str] = []
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much], database=None)
+    @given(MALFORMED)
+    def check(text: str) -> None:
+        seen.append(text)
+        response = chat.post(chat_event(text))
+        assert response.status_code == 200, (text, response.get_data(as_text=True))
+        body = response.get_json()
+        assert set(body) == {"text"}
+        assert body["text"].startswith("Sorry, ") and "not understood" in body["text"], (text, body["text"])
+        assert chat.jobs() == [], text
+
+    check()
+    assert len(seen) >= 200
