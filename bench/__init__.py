@@ -1,0 +1,1 @@
+"""crontick's benchmarks: ``make bench`` (``python -m bench.run``) and the Firestore claim probe."""
