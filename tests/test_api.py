@@ -176,6 +176,7 @@ def test_list_pages_with_a_cursor_and_filters(api):
         ("limit=1.5", "limit"),
         ("cursor=a%2Fb", "cursor"),
         ("job_type=", "job_type"),
+        ("job_type=" + "x" * 201, "job_type"),
         ("colour=red", "colour"),
         ("limit=1&limit=2", "limit"),
     ],

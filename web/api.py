@@ -62,10 +62,10 @@ class Query:
                 raise ValidationError(f"query parameter {name!r} is given more than once", name)
         self.args = args
 
-    def text(self, name: str) -> str | None:
+    def text(self, name: str, *, max_length: int = 200) -> str | None:
         value = self.args.get(name)
-        if value is not None and not value:
-            raise ValidationError(f"{name} must not be empty", name)
+        if value is not None and not 1 <= len(value) <= max_length:
+            raise ValidationError(f"{name} must be 1 to {max_length} characters", name)
         return value
 
     def integer(self, name: str, default: int, *, minimum: int, maximum: int) -> int:

@@ -322,7 +322,7 @@ def build_openapi(job_types: Iterable[str], *, auth_required: bool = True) -> di
                     "summary": "List jobs ordered by id, one page at a time.",
                     "parameters": [
                         _query("status", {"type": "string", "enum": [s.value for s in JobStatus]}, "Only jobs with this status."),
-                        _query("job_type", {"type": "string", "minLength": 1}, "Only jobs of this type."),
+                        _query("job_type", {"type": "string", "minLength": 1, "maxLength": 200}, "Only jobs of this type."),
                         _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Page size."),
                         _query("cursor", {"type": "string", "pattern": JOB_ID_PATTERN}, "next_cursor of the previous page."),
                     ],
