@@ -455,7 +455,10 @@ class Conversation:
         lines = [f"{head}: {describe_schedule(job)}."]
         if job.job_type == "chat_message" and isinstance(job.payload.get("text"), str):
             lines.append(f"Message: {_clip(job.payload['text'], 200)}")
-        if job.status in (JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.FAILED):
+        if job.status is JobStatus.FAILED:
+            lines.append(f"It failed and is out of attempts: `resume {job.id}` or `run {job.id}` tries again.")
+            return "\n".join(lines)
+        if job.status in (JobStatus.COMPLETED, JobStatus.CANCELLED):
             lines.append("No further runs.")
             return "\n".join(lines)
         times = self.app.service.preview(job.id, PREVIEW_COUNT)
