@@ -1,0 +1,1 @@
+"""Reliability drills (see conftest.py)."""

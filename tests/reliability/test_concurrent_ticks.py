@@ -1,0 +1,78 @@
+"""Drill: many concurrent ticks across several gunicorn worker processes over one store."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+
+import pytest
+
+from scheduler.clock import utc_now
+from scheduler.model import JobStatus
+from tests.reliability.conftest import ledger_jobs, size
+from tests.support.handlers import read_ledger
+from tests.support.processes import Gunicorn
+
+pytestmark = pytest.mark.slow
+
+JOBS = size(300, 2000)
+WORKERS = 4
+TICKERS = size(8, 16)
+
+
+def test_concurrent_ticks_run_every_occurrence_exactly_once(backend, tmp_path):
+    ledger = tmp_path / "ledger.txt"
+    jobs = ledger_jobs(JOBS, ledger, cron_every=4)
+    backend.seed(jobs)
+    expected = {job.id: job.fire_at.isoformat() for job in jobs}
+    # Small batches, so that every tick gets a share and the claims really race.
+    # Each worker takes at most TICKERS / WORKERS connections at once (a gthread worker
+    # would otherwise accept every connection itself), so the ticks spread over the workers.
+    slots = str(TICKERS // WORKERS)
+    env = backend.env(SCHEDULER_CLAIM_BATCH_SIZE=str(max(10, JOBS // 40)))
+    server = Gunicorn(env, tmp_path / "gunicorn.log", workers=WORKERS, threads=TICKERS // WORKERS, extra_args=("--worker-connections", slots))
+    results: list[tuple[int, dict]] = []
+    lock = threading.Lock()
+    start = threading.Barrier(TICKERS)
+
+    def ticker() -> None:
+        start.wait()
+        for _ in range(200):
+            status, body = server.post("/cron/tick", timeout=120)
+            data = json.loads(body)
+            with lock:
+                results.append((status, data))
+            if status != 200 or data["jobs_due"] == 0:
+                return
+
+    threads = [threading.Thread(target=ticker) for _ in range(TICKERS)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+    finally:
+        assert server.stop() == 0
+    assert [s for s, _ in results if s != 200] == []
+    rows = read_ledger(ledger)
+    occurrences = Counter((row[0], row[1]) for row in rows)
+    assert len(rows) == JOBS, f"{len(rows)} handler runs for {JOBS} jobs"
+    assert set(occurrences.values()) == {1}, [o for o, c in occurrences.items() if c > 1][:10]
+    assert {job_id: fire_at for job_id, fire_at in occurrences} == expected
+    assert {row[2] for row in rows} == {"1"}  # every run was a first attempt: nothing recovered, nothing retried
+    assert len({row[3] for row in rows}) >= 2, "only one worker process ran jobs"  # (usually all WORKERS do)
+    bodies = [data for _, data in results]
+    assert sum(b["jobs_executed"] for b in bodies) == JOBS
+    assert sum(b["jobs_succeeded"] for b in bodies) == JOBS
+    assert sum(b["lease_lost"] for b in bodies) == 0 and sum(b["jobs_recovered"] for b in bodies) == 0
+    log = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    tick_lines = [line for line in log if line.get("message") == "Scheduler tick completed"]
+    assert len(tick_lines) == len(results) and sum(line["jobs_executed"] for line in tick_lines) == JOBS
+    now = utc_now()
+    final = {job.id: job for job in backend.all_jobs()}
+    one_offs = [j for j in final.values() if j.cron is None]
+    crons = [j for j in final.values() if j.cron is not None]
+    assert len(final) == JOBS and len(crons) == JOBS // 4
+    assert {j.status for j in one_offs} == {JobStatus.COMPLETED}
+    assert {j.status for j in crons} == {JobStatus.PENDING} and all(j.next_run_at > now for j in crons)
