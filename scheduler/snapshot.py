@@ -190,6 +190,8 @@ def _job_problems(job: Job) -> list[str]:
             out.append(f"{name} is required")
         elif value is not None and not isinstance(value, datetime):
             out.append(f"{name} must be an RFC 3339 timestamp or null")
+        elif value is not None and value.year < 1970:
+            out.append(f"{name} is before 1970")
     if job.status is JobStatus.PENDING and job.next_run_at is None:
         out.append("a pending job needs next_run_at")
     return out

@@ -106,6 +106,8 @@ def test_create_with_a_taken_id_is_a_conflict(api):
         ({"job_type": "log", "schedule_at": "next tuesday"}, "schedule_at"),
         ({"job_type": "log", "schedule_at": "20260105T120000+0000"}, "schedule_at"),
         ({"job_type": "log", "schedule_at": "9999-12-31T23:59:59-05:00"}, "schedule_at"),
+        ({"job_type": "log", "schedule_at": "0003-06-01T13:43:01Z"}, "schedule_at"),
+        ({"job_type": "log", "schedule_at": "1969-12-31T23:59:59Z"}, "schedule_at"),
         ({"job_type": "log", "interval_seconds": 60, "id": "has space"}, "id"),
         ({"job_type": "log", "interval_seconds": 60, "idempotency_key": ""}, "idempotency_key"),
         ({"job_type": "log", "interval_seconds": 60, "cron": "* * * * *"}, "interval_seconds"),
@@ -345,6 +347,7 @@ def test_executions_after_a_tick(api, clock):
     assert_error(api.get(f"{API}/executions?job_id=missing"), 404)
     assert_error(api.get(f"{API}/executions?since=yesterday"), 400, "since")
     assert_error(api.get(f"{API}/executions?since=2026-01-05T12:00:00"), 400, "since")
+    assert_error(api.get(f"{API}/executions?until=0999-01-01T00:00:00Z"), 400, "until")
     error = assert_error(api.get(f"{API}/executions?until=2026-01-05T12:00:00+01:00"), 400, "until")
     assert "%2B" in error["message"]
     assert_error(api.get(f"{API}/executions?since=2026-01-06T00:00:00Z&until=2026-01-05T00:00:00Z"), 400, "since")

@@ -170,6 +170,7 @@ def _broken_documents(document: dict) -> dict[str, bytes]:
         "unknown-status": with_jobs([dict(jobs[0], status="sleeping")] + jobs[1:]),
         "two-schedules": with_jobs([dict(jobs[0], cron="* * * * *")] + jobs[1:]),
         "naive-timestamp": with_jobs([dict(jobs[0], created_at="2026-01-05T12:00:00")] + jobs[1:]),
+        "year-3": with_jobs([dict(jobs[0], created_at="0003-01-05T12:00:00Z")] + jobs[1:]),
         "missing-field": with_jobs([{k: v for k, v in jobs[0].items() if k != "created_at"}] + jobs[1:]),
         "bad-zone": with_jobs([dict(jobs[2], timezone="Mars/Olympus")] + jobs[1:2] + jobs[3:]),
         "pending-without-next-run": with_jobs([dict(jobs[2], next_run_at=None)] + jobs[3:]),

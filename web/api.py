@@ -42,6 +42,7 @@ MAX_LIST_LIMIT = 1000
 MAX_PREVIEW_COUNT = 100
 MAX_TICKS_SHOWN = 200
 ACTIONS = ("pause", "resume", "run", "release")
+MIN_YEAR, MAX_YEAR = 1970, 9999
 _INT_RE = re.compile(r"^[0-9]{1,9}$")
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 # Strict RFC 3339 (the jobspec parser would also take other ISO 8601 spellings).
@@ -110,9 +111,13 @@ def strict_timestamp(raw: Any, name: str) -> datetime:
         hint = " (a '+' in a query string must be sent as %2B, or use 'Z')" if " " in raw else ""
         raise ValidationError(f"{name} must be an RFC 3339 timestamp with an offset, e.g. 2026-01-05T12:00:00Z; got {raw[:60]!r}{hint}", name)
     try:
-        return parse_timestamp(raw, name)
+        parsed = parse_timestamp(raw, name)
     except (OverflowError, ValueError):
-        raise ValidationError(f"{name} {raw!r} is out of range", name) from None
+        parsed = None
+    if parsed is None or not MIN_YEAR <= parsed.year <= MAX_YEAR:
+        # Years below 1000 would also be stored unpadded ("3-06-01T...") and unreadable.
+        raise ValidationError(f"{name} {str(raw)[:60]!r} is out of range: years {MIN_YEAR} to {MAX_YEAR}", name)
+    return parsed
 
 
 def json_body() -> Any:

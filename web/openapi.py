@@ -107,7 +107,7 @@ def _job_schema(job_types: list[str]) -> dict[str, Any]:
 def _writable_fields(job_types: list[str]) -> dict[str, Any]:
     return {
         "payload": {"type": "object", "maxProperties": 1000, "description": "JSON object passed to the handler."},
-        "schedule_at": _nullable({**_TIMESTAMP, "description": "One-off: RFC 3339 time with an offset."}),
+        "schedule_at": _nullable({**_TIMESTAMP, "description": "One-off: RFC 3339 time with an offset, years 1970 to 9999."}),
         "cron": _nullable({"type": "string", "description": "Recurring: 5-field cron expression (or @daily, @hourly ...)."}),
         "interval_seconds": _nullable({"type": "integer", "minimum": 1, "maximum": MAX_INTERVAL, "description": "Recurring: every N seconds from creation."}),
         "timezone": {"type": "string", "description": "IANA zone the cron expression is read in (default UTC)."},
