@@ -35,8 +35,14 @@ def size(short: Any, long: Any) -> Any:
     return long if LONG else short
 
 
-# Leases short enough to expire within a drill. Settings require budget < lease and job timeout < budget.
-SHORT_LEASES = {"SCHEDULER_LEASE_SECONDS": "3", "SCHEDULER_TICK_BUDGET_SECONDS": "2", "SCHEDULER_JOB_TIMEOUT_SECONDS": "1.5"}
+# Leases short enough to expire within a drill. Settings require budget < lease and job timeout < budget,
+# and a job starts only if it can time out within the budget: on the Firestore emulator a claim can take
+# over 0.5 s on a busy 2-core machine, and with a 2 s budget every job would be deferred. So Firestore
+# drills get 3 s more of each.
+SHORT_LEASES = {
+    "json": {"SCHEDULER_LEASE_SECONDS": "3", "SCHEDULER_TICK_BUDGET_SECONDS": "2", "SCHEDULER_JOB_TIMEOUT_SECONDS": "1.5"},
+    "firestore": {"SCHEDULER_LEASE_SECONDS": "6", "SCHEDULER_TICK_BUDGET_SECONDS": "5", "SCHEDULER_JOB_TIMEOUT_SECONDS": "1.5"},
+}
 
 
 def ledger_jobs(n: int, ledger: Path, *, prefix: str = "j", cron_every: int = 0, job_type: str = "ledger", now: datetime | None = None, spread: float = 0.0, **payload: Any) -> list[Job]:
@@ -71,6 +77,14 @@ class Backend:
     def sibling(self, name: str) -> Backend:
         """Another, separate store of the same kind (another file / other collections)."""
         return Backend(self.kind, self.root, self.emulator, name)
+
+    @property
+    def short_leases(self) -> dict[str, str]:
+        return SHORT_LEASES[self.kind]
+
+    @property
+    def lease_seconds(self) -> float:
+        return float(self.short_leases["SCHEDULER_LEASE_SECONDS"])
 
     @property
     def collections(self) -> dict[str, str]:
