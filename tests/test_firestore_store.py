@@ -101,6 +101,23 @@ def app_env(emulator, tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+# -- construction -----------------------------------------------------------
+
+
+def test_the_client_is_created_on_first_use_with_a_demo_project_on_the_emulator(monkeypatch):
+    import storage.firestore as module
+
+    store = FirestoreStore.from_settings(settings(firestore_jobs_collection="jobs_x", history_limit=7, history_days=3))
+    assert store._client is None  # constructing connects to nothing
+    assert (store.collections["jobs"], store.history_limit, store.history_days) == ("jobs_x", 7, 3)
+    monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", "127.0.0.1:9")  # nothing listens: creating a client does not connect
+    assert store.client.project == module.EMULATOR_PROJECT
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "from-env")
+    assert FirestoreStore().client.project == "from-env"
+    assert FirestoreStore(project="explicit").client.project == "explicit"
+
+
 # -- races ------------------------------------------------------------------
 
 
