@@ -89,7 +89,8 @@ def utc(value: datetime) -> datetime:
 
 def to_iso(value: datetime | None) -> str | None:
     """Fixed-width RFC 3339 in UTC, so that stored timestamps also sort as strings."""
-    return None if value is None else utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat pads the year to 4 digits, where strftime("%Y") gives "3" for year 3.
+    return None if value is None else utc(value).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def from_iso(value: str | None) -> datetime | None:

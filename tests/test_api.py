@@ -290,7 +290,7 @@ def test_preview_across_a_dst_change(api, clock):
     clock.set(datetime(2026, 3, 27, 12, 0, tzinfo=timezone.utc))
     create(api, id="berlin", cron="30 2 * * *", timezone="Europe/Berlin")
     body = api.get(f"{API}/jobs/berlin/preview?count=3").get_json()
-    assert body["description"] == "At 02:30"
+    assert body["description"] == "every day at 02:30 (Europe/Berlin time)"
     assert body["timezone"] == "Europe/Berlin" and body["schedule"]["cron"] == "30 2 * * *"
     assert body["fire_times"] == [
         {"utc": "2026-03-28T01:30:00.000000Z", "local": "2026-03-28T02:30:00+01:00"},
@@ -307,13 +307,13 @@ def test_preview_across_a_dst_change(api, clock):
 @pytest.mark.parametrize(
     ("fields", "description"),
     [
-        ({"cron": "*/5 * * * *"}, "Every 5 minutes"),
-        ({"cron": "0 9 * * 1-5"}, "At 09:00, Monday through Friday"),
-        ({"cron": "@daily"}, "At 00:00"),
-        ({"interval_seconds": 7200}, "Every 2 hours"),
-        ({"interval_seconds": 90}, "Every 90 seconds"),
-        ({"interval_seconds": 60}, "Every minute"),
-        ({"schedule_at": "2026-02-01T08:00:00+01:00"}, "Once, at 2026-02-01T07:00:00.000000Z"),
+        ({"cron": "*/5 * * * *"}, "every 5 minutes (UTC)"),
+        ({"cron": "0 9 * * 1-5", "timezone": "Europe/Paris"}, "every weekday (Monday to Friday) at 09:00 (Europe/Paris time)"),
+        ({"cron": "@daily"}, "every day at 00:00 (UTC)"),
+        ({"interval_seconds": 7200}, "every 2 hours"),
+        ({"interval_seconds": 90}, "every 1 minute 30 seconds"),
+        ({"interval_seconds": 60}, "every minute"),
+        ({"schedule_at": "2026-02-01T08:00:00+01:00"}, "once, on Sun 2026-02-01 at 07:00 UTC"),
     ],
 )
 def test_preview_describes_the_schedule(api, fields, description):

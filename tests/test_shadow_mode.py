@@ -43,7 +43,8 @@ def test_both_paths_ticking_one_store_run_each_occurrence_once_and_the_report_co
         assert report["duplicate_occurrences"] == 0 and report["shadow_mode"] is True
         assert sources["cloud_scheduler"]["occurrences"] + sources["legacy_loop"]["occurrences"] == 200
         assert sources["cloud_scheduler"]["ticks"] + sources["legacy_loop"]["ticks"] >= 5
-        assert sources["cloud_scheduler"]["lag_seconds"]["max"] == 0.0  # the fake clock ticks exactly on time
+        for row in sources.values():  # the fake clock ticks exactly on time; which path wins a job is a race
+            assert row["lag_seconds"]["max"] in (None, 0.0) and (row["lag_seconds"]["max"] is None) == (row["occurrences"] == 0)
         executions = ct.store.list_executions(limit=1000)
         assert {e.source for e in executions} <= {Source.CLOUD_SCHEDULER, Source.LEGACY_LOOP}
     finally:

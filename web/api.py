@@ -22,13 +22,13 @@ import re
 from datetime import datetime, tzinfo
 from typing import Any
 
-from cron_descriptor import ExpressionDescriptor, Options
 from flask import Blueprint, g, jsonify, request
 from werkzeug.exceptions import NotFound, RequestEntityTooLarge, UnsupportedMediaType
 
 from scheduler.errors import JobNotFound, ValidationError
 from scheduler.jobspec import _ID_RE as JOB_ID_RE
 from scheduler.jobspec import parse_timestamp
+from scheduler.describe import describe_schedule
 from scheduler.model import Job, JobStatus, Outcome, to_iso
 from scheduler.snapshot import iter_jobs
 from scheduler.timing import zone
@@ -155,48 +155,6 @@ def _job(job: Job, status: int = 200):
 
 
 # -- schedule description ------------------------------------------------------
-_MACROS = {
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-    "@monthly": "0 0 1 * *",
-    "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@hourly": "0 * * * *",
-}
-_UNITS = (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1))
-
-
-def describe_cron(expr: str) -> str:
-    """Plain English for a 5-field expression ("Every 5 minutes", "At 09:00, Monday
-    through Friday"), by cron-descriptor; the expression itself if it cannot."""
-    text = _MACROS.get(expr.strip().lower(), expr)
-    options = Options()
-    options.use_24hour_time_format = True
-    options.verbose = False
-    try:
-        return ExpressionDescriptor(text, options).get_description()
-    except Exception:  # the describer is best effort; the schedule itself is valid
-        return expr
-
-
-def describe_interval(seconds: int) -> str:
-    for unit, size in _UNITS:
-        if seconds % size == 0:
-            count = seconds // size
-            return f"Every {unit}" if count == 1 else f"Every {count} {unit}s"
-    return f"Every {seconds} seconds"  # pragma: no cover - seconds always divides
-
-
-def describe_schedule(job: Job) -> str:
-    if job.cron is not None:
-        return describe_cron(job.cron)
-    if job.interval_seconds is not None:
-        return describe_interval(job.interval_seconds)
-    assert job.schedule_at is not None
-    return f"Once, at {to_iso(job.schedule_at)}"
-
-
 # -- status ------------------------------------------------------------------------
 STATUS_PAGE = 500
 EXPIRED_IDS_SHOWN = 20
