@@ -414,6 +414,14 @@ def build_openapi(job_types: Iterable[str], *, auth_required: bool = True) -> di
                     "responses": _responses({"200": _json(_ref("Status"), "The status.")}),
                 }
             },
+            "/api/v1/shadow-report": {
+                "get": {
+                    "operationId": "getShadowReport",
+                    "summary": "Shadow mode: what Cloud Scheduler and the legacy loop each ran over a window.",
+                    "parameters": [_query("window_minutes", {"type": "integer", "minimum": 1, "maximum": 10080, "default": 60}, "The window, in minutes.")],
+                    "responses": _responses({"200": _json(_ref("ShadowReport"), "The report.")}),
+                }
+            },
         },
         "components": {
             "securitySchemes": {
@@ -432,6 +440,7 @@ def build_openapi(job_types: Iterable[str], *, auth_required: bool = True) -> di
                 "TickRecord": tick,
                 "Status": status,
                 "Preview": preview,
+                "ShadowReport": _shadow_report_schema(),
                 "Error": error,
             },
             "responses": {name: _json(_ERROR_REF, text) for name, text in _ERROR_RESPONSES.values()},
@@ -440,3 +449,31 @@ def build_openapi(job_types: Iterable[str], *, auth_required: bool = True) -> di
     if not auth_required:
         document["info"]["description"] += " This deployment runs with AUTH_MODE=disabled: no token is needed."
     return document
+
+
+def _shadow_report_schema() -> dict[str, Any]:
+    lag = {"type": ["number", "null"]}
+    source = {
+        "type": "object",
+        "required": ["ticks", "occurrences", "executions", "lease_lost", "duplicates_prevented", "lag_seconds"],
+        "properties": {
+            "ticks": {"type": "integer"},
+            "occurrences": {"type": "integer"},
+            "executions": {"type": "integer"},
+            "lease_lost": {"type": "integer"},
+            "duplicates_prevented": {"type": "integer"},
+            "lag_seconds": {"type": "object", "properties": {"p50": lag, "p95": lag, "max": lag}},
+        },
+    }
+    return {
+        "type": "object",
+        "required": ["window_seconds", "since", "sources", "duplicate_occurrences", "executions_read", "shadow_mode"],
+        "properties": {
+            "window_seconds": {"type": "number"},
+            "since": {"type": "string"},
+            "sources": {"type": "object", "additionalProperties": source},
+            "duplicate_occurrences": {"type": "integer"},
+            "executions_read": {"type": "integer"},
+            "shadow_mode": {"type": "boolean"},
+        },
+    }
