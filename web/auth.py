@@ -67,6 +67,7 @@ class TokenVerifier:
         certs_timeout: float = 5.0,
         issuers: Collection[str] = GOOGLE_ISSUERS,
         require_email_verified: bool = True,
+        issuer_is_identity: bool = False,
     ) -> None:
         self.mode = mode
         self.audience = audience
@@ -75,6 +76,9 @@ class TokenVerifier:
         self.certs_timeout = certs_timeout
         self.issuers = tuple(issuers)
         self.require_email_verified = require_email_verified
+        # Tokens a Google service signs as itself (Chat's, for a project-number
+        # audience) carry no email: the verified issuer is the caller.
+        self.issuer_is_identity = issuer_is_identity
         self._request = None
         self._lock = threading.Lock()
 
@@ -145,6 +149,8 @@ class TokenVerifier:
     def _check_principal(self, claims: dict[str, Any]) -> str:
         if claims.get("iss") not in self.issuers:
             raise AuthError(401, f"invalid token: issuer must be one of {', '.join(self.issuers)}")
+        if self.issuer_is_identity:
+            return claims["iss"]
         email = claims.get("email")
         if not isinstance(email, str) or not email:
             raise AuthError(403, "token has no email claim")

@@ -88,15 +88,6 @@ EXAMPLES = {
 }
 
 
-class ChatTokenVerifier(TokenVerifier):
-    """The project-number audience: Chat signs its own JWT (iss = chat@system...), without email."""
-
-    def _check_principal(self, claims: dict[str, Any]) -> str:
-        if claims.get("iss") != CHAT_ISSUER:
-            raise AuthError(401, f"invalid token: issuer must be {CHAT_ISSUER}")
-        return CHAT_ISSUER
-
-
 @dataclass(frozen=True)
 class ChatConfig:
     verifier: TokenVerifier | None  # None: CHAT_AUTH_AUDIENCE unset, every request refused
@@ -112,14 +103,15 @@ def build_chat_verifier(settings: Settings) -> TokenVerifier | None:
     if not audience:
         return None
     if audience.isdigit():
-        return ChatTokenVerifier(
+        # The project-number audience: Chat signs its own JWT (iss = chat@system...), without email.
+        return TokenVerifier(
             mode="oidc",
             audience=audience,
             allowed=None,
             certs_url=settings.chat_certs_url,
             certs_timeout=settings.oidc_certs_timeout_seconds,
             issuers=(CHAT_ISSUER,),
-            require_email_verified=False,
+            issuer_is_identity=True,
         )
     return TokenVerifier(
         mode="oidc",
