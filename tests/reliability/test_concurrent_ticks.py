@@ -11,6 +11,7 @@ import pytest
 from scheduler.clock import utc_now
 from scheduler.model import JobStatus
 from tests.reliability.conftest import ledger_jobs, size
+from tests.reliability.test_worker_kill import wait_for
 from tests.support.handlers import read_ledger
 from tests.support.processes import Gunicorn
 
@@ -30,8 +31,14 @@ def test_concurrent_ticks_run_every_occurrence_exactly_once(backend, tmp_path):
     # Each worker takes at most TICKERS / WORKERS connections at once (a gthread worker
     # would otherwise accept every connection itself), so the ticks spread over the workers.
     slots = str(TICKERS // WORKERS)
-    env = backend.env(SCHEDULER_CLAIM_BATCH_SIZE=str(max(10, JOBS // 40)))
-    server = Gunicorn(env, tmp_path / "gunicorn.log", workers=WORKERS, threads=TICKERS // WORKERS, extra_args=("--worker-connections", slots))
+    # gunicorn answers /health as soon as one worker is up; a hook marks each worker that has loaded the app.
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    config = tmp_path / "gunicorn_conf.py"
+    config.write_text("import os, pathlib\n\ndef post_worker_init(worker):\n    pathlib.Path(os.environ['CRONTICK_READY_DIR'], str(worker.pid)).touch()\n")
+    env = backend.env(SCHEDULER_CLAIM_BATCH_SIZE=str(max(10, JOBS // 40)), CRONTICK_READY_DIR=str(ready))
+    server = Gunicorn(env, tmp_path / "gunicorn.log", workers=WORKERS, threads=TICKERS // WORKERS, extra_args=("-c", str(config), "--worker-connections", slots))
+    wait_for(lambda: len(list(ready.iterdir())) == WORKERS, 60, "every worker to load the app")
     results: list[tuple[int, dict]] = []
     lock = threading.Lock()
     start = threading.Barrier(TICKERS)
