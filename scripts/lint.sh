@@ -24,7 +24,7 @@ find_tool() {
 shellcheck_bin="$(find_tool shellcheck "${SHELLCHECK:-}")"
 hadolint_bin="$(find_tool hadolint "${HADOLINT:-}")"
 
-scripts=(deploy.sh setup-scheduler.sh scripts/lint.sh tests/deploy/bin/gcloud)
+scripts=(deploy.sh setup-scheduler.sh scripts/common.sh scripts/lint.sh tests/deploy/bin/gcloud)
 echo "+ shellcheck ${scripts[*]}"
 "$shellcheck_bin" --shell=bash --severity=style --external-sources "${scripts[@]}"
 echo "+ hadolint Dockerfile"
