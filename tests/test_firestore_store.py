@@ -7,7 +7,6 @@ only a shared, networked store can show.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -30,10 +29,10 @@ from storage.firestore import QUERY_SHAPES, FirestoreStore, QueryShape, _job_fie
 from tests.support.clock import T0, FakeClock
 from tests.support.handlers import read_ledger
 from tests.support.jobs import make_job
+from tests.support.processes import REPO, service_env
 
 pytestmark = pytest.mark.firestore
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -84,10 +83,7 @@ def noop_registry(**extra) -> HandlerRegistry:
 
 
 def app_env(emulator, tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCHEDULER_", "AUTH_", "OIDC_", "FIRESTORE_"))}
-    env.update(
-        ENVIRONMENT="test",
-        AUTH_MODE="disabled",
+    return service_env(
         SCHEDULER_STORAGE="firestore",
         GOOGLE_CLOUD_PROJECT=emulator.project,
         FIRESTORE_EMULATOR_HOST=emulator.host,
@@ -95,10 +91,8 @@ def app_env(emulator, tmp_path: Path, **extra: str) -> dict[str, str]:
         SCHEDULER_CLAIM_BATCH_SIZE="40",
         CRONTICK_TEST_LEDGER=str(tmp_path / "ledger.txt"),
         LOG_LEVEL="WARNING",
-        PYTHONPATH=str(REPO),
+        **extra,
     )
-    env.update(extra)
-    return env
 
 
 # -- construction -----------------------------------------------------------

@@ -22,25 +22,18 @@ from storage.jsonfile import JsonFileStore
 from tests.support.clock import FakeClock
 from tests.support.handlers import read_ledger
 from tests.support.jobs import make_job
-
-REPO = Path(__file__).resolve().parents[1]
-
+from tests.support.processes import REPO, service_env
 
 def worker_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCHEDULER_", "AUTH_", "OIDC_"))}
-    env.update(
-        ENVIRONMENT="test",
-        AUTH_MODE="disabled",
+    return service_env(
         SCHEDULER_STORAGE="json",
         SCHEDULER_JSON_PATH=str(tmp_path / "jobs.json"),
         SCHEDULER_HANDLER_MODULES="tests.support.handlers",
         SCHEDULER_CLAIM_BATCH_SIZE="40",
         CRONTICK_TEST_LEDGER=str(tmp_path / "ledger.txt"),
         LOG_LEVEL="WARNING",
-        PYTHONPATH=str(REPO),
+        **extra,
     )
-    env.update(extra)
-    return env
 
 
 def seed(path: Path, n: int, job_type: str = "ledger", **payload) -> JsonFileStore:

@@ -22,7 +22,7 @@ def free_port() -> int:
 
 def service_env(**settings: str) -> dict[str, str]:
     """The test process's environment minus crontick settings, plus ``settings``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCHEDULER_", "AUTH_", "OIDC_", "ENVIRONMENT"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCHEDULER_", "AUTH_", "OIDC_", "FIRESTORE_", "ENVIRONMENT"))}
     env.update(PYTHONPATH=str(REPO), ENVIRONMENT="test", AUTH_MODE="disabled", LOG_LEVEL="INFO")
     env.update(settings)
     return env
