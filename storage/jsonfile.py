@@ -58,6 +58,18 @@ class JsonFileStore(TableStore):
         except OSError as exc:
             raise StoreUnavailable(f"cannot create the folder of {self.path}: {exc}") from exc
         self._call("count_by_status")
+        self._remove_orphaned_temp_files()
+
+    def _remove_orphaned_temp_files(self) -> None:
+        """Temp files are only written under the lock, so any found while holding it
+        were left by a process killed mid-write; they never hold the only copy."""
+        with self._mutex, self._file_lock:
+            for orphan in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+                try:
+                    orphan.unlink()
+                    log.info("Removed a temp file left by an interrupted write", extra={"json_fields": {"file": str(orphan)}})
+                except OSError:
+                    pass
 
     def _call(self, verb: str, *args: Any, **kwargs: Any) -> Any:
         with self._mutex:

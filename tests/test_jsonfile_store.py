@@ -181,3 +181,16 @@ def test_a_process_killed_mid_handler_is_rerun_after_its_lease(tmp_path):
     assert [(r[0], r[2]) for r in rows] == [("j0000", "1"), ("j0000", "2")]
     final = store.get_job("j0000")
     assert final.status is JobStatus.COMPLETED and final.attempts == 0 and final.lease_epoch == 2
+
+
+def test_temp_files_of_an_interrupted_write_are_removed_at_start(tmp_path):
+    store = JsonFileStore(tmp_path / "jobs.json")
+    store.open()
+    store.add_job(make_job("x"))
+    orphan = tmp_path / ".jobs.json.abc123.tmp"
+    orphan.write_text('{"half": ')
+    unrelated = tmp_path / "notes.tmp"
+    unrelated.write_text("mine")
+    JsonFileStore(tmp_path / "jobs.json").open()
+    assert not orphan.exists() and unrelated.exists()
+    assert JsonFileStore(tmp_path / "jobs.json").get_job("x").id == "x"

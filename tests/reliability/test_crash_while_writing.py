@@ -53,10 +53,11 @@ def test_kill_9_during_writes_leaves_a_valid_store_with_every_acknowledged_write
             path = backend.json_path
             doc = json.loads(path.read_bytes())  # parses: never a torn file
             assert doc["schema_version"] == 1 and isinstance(doc["jobs"], dict)
-            JsonFileStore(path).open()
-            missing = acknowledged - set(doc["jobs"])
             leftovers = list(path.parent.glob(f".{path.name}.*.tmp"))
-            mid_write = len(leftovers)  # temp files of writes the kill interrupted
+            mid_write += len(leftovers)  # temp files of writes the kill interrupted
+            JsonFileStore(path).open()
+            assert not list(path.parent.glob(f".{path.name}.*.tmp")), "open() removes the interrupted writes' temp files"
+            missing = acknowledged - set(doc["jobs"])
         else:
             store = backend.store()
             ids = {job.id for job in backend.all_jobs()}  # every document decodes (StoreCorrupt otherwise)
