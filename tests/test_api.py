@@ -19,16 +19,6 @@ from tests.support.oidc import AUDIENCE, CertServer, TokenFactory, oidc_env, tok
 API = "/api/v1"
 
 
-def _boom(job, ctx):
-    raise RuntimeError("boom")
-
-
-@pytest.fixture
-def registry(registry):
-    registry.register("boom", _boom)
-    return registry
-
-
 @pytest.fixture
 def api_app(make_store, config, clock, registry):
     return create_app(config, store=make_store(), clock=clock, registry=registry, rng=random.Random(7))

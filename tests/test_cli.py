@@ -16,16 +16,6 @@ from storage.memory import MemoryStore
 from tests.support.clock import T0
 
 
-def _boom(job, ctx):
-    raise RuntimeError("boom")
-
-
-@pytest.fixture
-def registry(registry):
-    registry.register("boom", _boom)
-    return registry
-
-
 @pytest.fixture
 def build(config, clock, registry):
     def make(store):

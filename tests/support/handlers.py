@@ -34,9 +34,14 @@ def ledger_then_hang(job, ctx) -> None:
         time.sleep(0.01)
 
 
+def boom(job, ctx) -> None:
+    raise RuntimeError("boom")
+
+
 def register(registry) -> None:
     registry.register("ledger", ledger)
     registry.register("ledger_then_hang", ledger_then_hang)
+    registry.register("boom", boom)
 
 
 def read_ledger(path) -> list[list[str]]:
