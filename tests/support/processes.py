@@ -29,20 +29,28 @@ def service_env(**settings: str) -> dict[str, str]:
 
 
 class Gunicorn:
-    """``gunicorn main:app`` on a free loopback port; stdout/stderr go to ``log_path``."""
+    """``gunicorn main:app`` on a free loopback port; stdout/stderr go to ``log_path``.
 
-    def __init__(self, env: dict[str, str], log_path: Path, *, workers: int = 2, threads: int = 4, extra_args: tuple[str, ...] = ()) -> None:
-        self.port = free_port()
+    ``command`` runs another gunicorn command line instead (the Dockerfile's CMD), which
+    binds the port named by ``env["PORT"]``.
+    """
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        workers: int = 2,
+        threads: int = 4,
+        extra_args: tuple[str, ...] = (),
+        command: list[str] | None = None,
+    ) -> None:
+        self.port = int(env["PORT"]) if command else free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers), "--threads", str(threads), "--timeout", "0", *extra_args, "main:app"],
-            env=env,
-            cwd=REPO,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        argv = command or ["gunicorn", "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers), "--threads", str(threads), "--timeout", "0", *extra_args, "main:app"]
+        self.proc = subprocess.Popen([sys.executable, "-m", *argv], env=env, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT)
         self.wait_healthy()
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
