@@ -145,7 +145,9 @@ def test_8_threads_and_4_processes_run_1000_due_jobs_each_exactly_once(new_store
         threads.append(threading.Thread(target=loop))
     for t in threads:
         t.start()
-    time.sleep(2.0)  # let the workers import and wait on the start file
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("go.ready.*"))) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)  # every worker has built its app and waits on the start file
     start.touch()
     for t in threads:
         t.join(150)

@@ -147,7 +147,9 @@ def test_two_processes_and_threads_over_500_due_jobs_run_each_exactly_once(tmp_p
         threads.append(threading.Thread(target=loop))
     for t in threads:
         t.start()
-    time.sleep(1.0)  # let the workers import and wait on the start file
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("go.ready.*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)  # both workers have built their app and wait on the start file
     start.touch()
     for t in threads:
         t.join(120)

@@ -1,7 +1,8 @@
 """A separate process that ticks one store until nothing is due: ``python -m tests.support.tick_worker``.
 
 Configured by the environment like the service (SCHEDULER_STORAGE, SCHEDULER_JSON_PATH, ...);
-waits for the file named by $CRONTICK_TEST_START (if set) so several workers start together.
+with $CRONTICK_TEST_START set, it writes ``<start>.ready.<pid>`` once the app is built, then waits
+for the file ``<start>`` itself, so that several workers start ticking together.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ def main() -> int:
     app = create_app(os.environ)
     ct = app.extensions["crontick"]
     start = os.environ.get("CRONTICK_TEST_START")
+    if start:
+        Path(f"{start}.ready.{os.getpid()}").touch()
     while start and not Path(start).exists():
         time.sleep(0.005)
     idle = 0
