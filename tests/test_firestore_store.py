@@ -29,6 +29,7 @@ from storage.firestore import QUERY_SHAPES, FirestoreStore, QueryShape, _job_fie
 from tests.support.clock import T0, FakeClock
 from tests.support.handlers import read_ledger
 from tests.support.jobs import make_job
+from tests.support.tick_worker import start_together
 from tests.support.processes import REPO, service_env
 
 pytestmark = pytest.mark.firestore
@@ -145,10 +146,7 @@ def test_8_threads_and_4_processes_run_1000_due_jobs_each_exactly_once(new_store
         threads.append(threading.Thread(target=loop))
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 60
-    while len(list(tmp_path.glob("go.ready.*"))) < 4 and time.monotonic() < deadline:
-        time.sleep(0.01)  # every worker has built its app and waits on the start file
-    start.touch()
+    start_together(start, workers=4)  # every worker has built its app and waits on the start file
     for t in threads:
         t.join(150)
     assert [p.wait(150) for p in procs] == [0, 0, 0, 0]

@@ -22,6 +22,7 @@ from storage.jsonfile import JsonFileStore
 from tests.support.clock import FakeClock
 from tests.support.handlers import read_ledger
 from tests.support.jobs import make_job
+from tests.support.tick_worker import start_together
 from tests.support.processes import REPO, service_env
 
 def worker_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -147,10 +148,7 @@ def test_two_processes_and_threads_over_500_due_jobs_run_each_exactly_once(tmp_p
         threads.append(threading.Thread(target=loop))
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 60
-    while len(list(tmp_path.glob("go.ready.*"))) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)  # both workers have built their app and wait on the start file
-    start.touch()
+    start_together(start, workers=2)  # every worker has built its app and waits on the start file
     for t in threads:
         t.join(120)
     assert [p.wait(120) for p in procs] == [0, 0]

@@ -129,15 +129,14 @@ def observe_tick(outcome: TickOutcome) -> None:
 def store_gauges() -> list[str]:
     ct = crontick()
     lines: list[str] = []
+    _family(lines, "crontick_store_up", "gauge", "1 when the store answered this scrape.")
     try:
         counts = ct.store.count_by_status()
         due = ct.store.count_due(ct.clock())
     except StoreError as exc:
         log.warning("metrics: store unavailable", extra={"json_fields": {"error": str(exc)}})
-        _family(lines, "crontick_store_up", "gauge", "1 when the store answered this scrape.")
         lines.append("crontick_store_up 0")
         return lines
-    _family(lines, "crontick_store_up", "gauge", "1 when the store answered this scrape.")
     lines.append("crontick_store_up 1")
     _family(lines, "crontick_jobs", "gauge", "Jobs in the store, by status.")
     lines += [f'crontick_jobs{{status="{status.value}"}} {counts.get(status.value, 0)}' for status in JobStatus]

@@ -14,6 +14,14 @@ import uuid
 from pathlib import Path
 
 
+def start_together(start: Path, workers: int, timeout: float = 60.0) -> None:
+    """Wait until ``workers`` workers have written their ready file, then touch ``start``."""
+    deadline = time.monotonic() + timeout
+    while len(list(start.parent.glob(f"{start.name}.ready.*"))) < workers and time.monotonic() < deadline:
+        time.sleep(0.01)
+    start.touch()
+
+
 def main() -> int:
     from main import create_app
 
