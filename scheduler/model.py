@@ -241,6 +241,26 @@ class Settlement:
     executions: tuple[Execution, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class RunRef:
+    """The identity of one claimed run: which job, under which lease, for which occurrence.
+
+    It is all a dispatched task carries (never the payload), what a lease heartbeat
+    names, and what fences a settle: a run is current only while the stored job still
+    has ``lease_owner`` and ``lease_epoch``.
+    """
+
+    job_id: str
+    lease_owner: str
+    lease_epoch: int
+    fire_at: datetime
+
+    @classmethod
+    def of(cls, job: Job) -> RunRef:
+        """The run a just-claimed ``job`` stands for."""
+        return cls(job.id, job.lease_owner or "", job.lease_epoch, job.fire_at or job.next_run_at or job.updated_at)
+
+
 @dataclass(slots=True)
 class TickMetrics:
     jobs_checked: int = 0

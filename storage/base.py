@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from scheduler.model import Execution, Job, JobStatus, Settlement, TickRecord
+from scheduler.model import Execution, Job, JobStatus, RunRef, Settlement, TickRecord
 
 
 @dataclass(slots=True)
@@ -48,6 +48,23 @@ class SettleResult:
 
     applied: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ExtendResult:
+    """Ids whose lease was extended, and ids whose lease is no longer the caller's."""
+
+    extended: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class RestoreResult:
+    """What :meth:`JobStore.restore_jobs` did, by job id."""
+
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
 
 
 @runtime_checkable
@@ -139,6 +156,28 @@ class JobStore(Protocol):
         ``tick.metrics.lease_lost`` and store ``tick`` (replacing the record with
         the same ``tick_id``). Executions beyond the store's history limit are
         dropped, oldest first.
+        """
+
+    def extend_leases(self, runs: Sequence[RunRef], *, now: datetime, lease_seconds: float) -> ExtendResult:
+        """The heartbeat of running handlers: push their leases forward, fenced.
+
+        For each run: if the stored job is ``running`` with ``lease_owner`` and
+        ``lease_epoch`` equal to the run's, set ``lease_until`` to
+        ``max(lease_until, now + lease_seconds)`` and list the id in ``extended``;
+        otherwise write nothing to it and list the id in ``lost`` (taken over,
+        paused, cancelled, settled or deleted). Writes ``lease_until`` only.
+        Atomic per job; one batch is one round trip where the store allows it.
+        """
+
+    def restore_jobs(self, jobs: Sequence[Job]) -> RestoreResult:
+        """Write ``jobs`` as given (snapshot import): the import's unit of work.
+
+        Per job: absent (by id) -> stored as given (``created``); present and equal
+        but for a lease epoch the store has already moved past -> nothing written
+        (``unchanged``); otherwise replaced by the given job with
+        ``lease_epoch = max(given, stored + 1)`` so a tick still holding the job has
+        its settle refused (``updated``). Atomic per job at least; table stores apply
+        the whole batch in one locked write. Callers check idempotency keys first.
         """
 
     # -- history ----------------------------------------------------------
