@@ -115,6 +115,17 @@ class Settings:
                 raise ConfigError(f"OIDC_AUDIENCE is required with AUTH_MODE={self.auth_mode} (the service URL Cloud Scheduler uses)")
             if not self.oidc_allowed_emails:
                 raise ConfigError(f"OIDC_ALLOWED_EMAILS is required with AUTH_MODE={self.auth_mode} (the invoker service account)")
+        if self.auth_mode == "iam" and self.chat_auth_audience and self.chat_auth_audience.isdigit():
+            # Chat signs project-number tokens itself; Cloud Run's IAM cannot verify them, so this
+            # setup needs allUsers as invoker, and iam mode (which trusts Cloud Run to have checked
+            # signatures) would then admit unsigned tokens on /cron/tick and /api/v1.
+            raise ConfigError(
+                f"AUTH_MODE=iam with CHAT_AUTH_AUDIENCE={self.chat_auth_audience!r} (a project number) is refused: "
+                "Chat's project-number tokens cannot pass Cloud Run's IAM check, so the service would need allUsers "
+                "as invoker, and with AUTH_MODE=iam crontick then checks no signature on /cron/tick and /api/v1 "
+                "(an unsigned token naming an admin would be accepted). Use AUTH_MODE=oidc, or set CHAT_AUTH_AUDIENCE "
+                "to the Chat app's HTTP endpoint URL (https://SERVICE/webhook) and keep the service private; see docs/chat.md"
+            )
         if self.tick_budget_seconds >= self.lease_seconds:
             raise ConfigError(
                 f"SCHEDULER_TICK_BUDGET_SECONDS ({self.tick_budget_seconds:g}) must be below SCHEDULER_LEASE_SECONDS "

@@ -1,0 +1,51 @@
+"""Start-up consistency checks of ``Settings`` (``Settings.from_env``), beyond single-variable casts."""
+
+from __future__ import annotations
+
+import pytest
+
+from scheduler.errors import ConfigError
+from scheduler.settings import Settings
+
+BASE = {
+    "ENVIRONMENT": "production",
+    "OIDC_AUDIENCE": "https://crontick.example.run.app",
+    "OIDC_ALLOWED_EMAILS": "invoker@proj.iam.gserviceaccount.com",
+}
+
+
+@pytest.mark.parametrize("audience", ["123456789012", " 123456789012 ", "1"])
+def test_iam_with_a_project_number_chat_audience_is_refused(audience: str) -> None:
+    """Chat's project-number tokens are signed by Chat itself, which Cloud Run's IAM cannot
+    verify: the service would need allUsers as invoker, and AUTH_MODE=iam then checks no signature."""
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(BASE | {"AUTH_MODE": "iam", "CHAT_AUTH_AUDIENCE": audience})
+    message = str(caught.value)
+    assert message.startswith(f"AUTH_MODE=iam with CHAT_AUTH_AUDIENCE={audience.strip()!r} (a project number) is refused: "), message
+    for fragment in ("allUsers", "no signature", "AUTH_MODE=oidc", "HTTP endpoint URL", "docs/chat.md"):
+        assert fragment in message, message
+
+
+@pytest.mark.parametrize(
+    ("mode", "audience"),
+    [
+        ("oidc", "123456789012"),  # crontick verifies every signature itself
+        ("iam", "https://crontick.example.run.app/webhook"),  # a Google ID token Cloud Run's IAM verifies
+        ("iam", ""),  # the Chat app is not configured
+        ("iam", "12345abc"),  # not all digits: a URL-style audience, however odd
+    ],
+)
+def test_other_chat_audience_and_mode_pairs_start(mode: str, audience: str) -> None:
+    settings = Settings.from_env(BASE | {"AUTH_MODE": mode, "CHAT_AUTH_AUDIENCE": audience})
+    assert (settings.auth_mode, settings.chat_auth_audience) == (mode, audience or None)
+
+
+def test_disabled_auth_with_a_project_number_starts_outside_production() -> None:
+    settings = Settings.from_env(BASE | {"ENVIRONMENT": "local", "AUTH_MODE": "disabled", "CHAT_AUTH_AUDIENCE": "123456789012"})
+    assert settings.auth_mode == "disabled"
+
+
+def test_replace_applies_the_same_check() -> None:
+    settings = Settings.from_env(BASE | {"AUTH_MODE": "oidc", "CHAT_AUTH_AUDIENCE": "123456789012"})
+    with pytest.raises(ConfigError, match=r"^AUTH_MODE=iam with CHAT_AUTH_AUDIENCE='123456789012'"):
+        settings.replace(auth_mode="iam")
