@@ -73,7 +73,10 @@ def test_a_killed_worker_loses_nothing_and_duplicates_only_the_killed_attempt(ba
             release.touch()
             thread.join(30)
             assert errors, "the tick of the killed worker answered"
-            killed |= {r[0] for r in read_ledger(ledger) if r[3] == str(pid)}
+            # This round's first attempts in the killed process. Not every row with its pid: the worker
+            # killed now may have run an earlier round's recovery (attempt 2) before, and those ids
+            # were not killed here.
+            killed |= {r[0] for r in read_ledger(ledger) if r[3] == str(pid) and r[0] in ids and r[2] == "1"}
             # The service stays up: the master replaces the worker.
             wait_for(lambda: server.proc.poll() is None and _health(server), 30, "/health after the kill")
             leased = [j for j in backend.all_jobs() if j.id in ids]
