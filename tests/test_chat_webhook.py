@@ -11,6 +11,7 @@ Chat API would receive.
 
 from __future__ import annotations
 
+import io
 import json
 import random
 import re
@@ -394,6 +395,64 @@ def test_odd_events_get_a_200_text_and_store_nothing(chat: Chat, event: Any) -> 
 def test_a_message_without_text_gets_the_help(chat: Chat, message: dict[str, Any]) -> None:
     response = chat.post({"type": "MESSAGE", "message": {**message, "sender": {"email": ANN}}, "space": {"name": SPACE}})
     assert response.status_code == 200 and response.get_json()["text"].startswith("*crontick* schedules jobs from Chat.")
+    assert chat.jobs() == []
+
+
+# --- bodies: bounded size, pathological nesting ------------------------------------------------
+
+BODY_LIMIT = 256 * 1024
+
+
+def event_of_size(size: int, text: str = "remind in 10m x") -> bytes:
+    """A valid Chat event serialised to exactly ``size`` bytes (padded in an extra field)."""
+    event = chat_event(text)
+    base = len(json.dumps(event | {"padding": ""}).encode("utf-8"))
+    body = json.dumps(event | {"padding": "x" * (size - base)}).encode("utf-8")
+    assert len(body) == size
+    return body
+
+
+def assert_too_large(response) -> None:
+    assert response.status_code == 413, response.get_data(as_text=True)
+    assert response.get_json() == {
+        "error": {"code": "request_entity_too_large", "message": f"the Chat event body is over {BODY_LIMIT} bytes (256 KiB)", "field": "body"}
+    }
+
+
+def test_a_body_at_the_limit_is_read(chat: Chat) -> None:
+    response = chat.post(event_of_size(BODY_LIMIT))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["text"].startswith("Scheduled `")
+    assert len(chat.jobs()) == 1
+
+
+def test_a_body_over_the_limit_is_413_and_nothing_stored(chat: Chat) -> None:
+    assert_too_large(chat.post(event_of_size(BODY_LIMIT + 1)))
+    assert_too_large(chat.post(event_of_size(4 * BODY_LIMIT)))
+    assert chat.jobs() == []
+
+
+def test_a_chunked_body_over_the_limit_is_413(chat: Chat) -> None:
+    """No Content-Length (chunked, a server that terminates the stream): the read itself is bounded."""
+    headers = {"Authorization": f"Bearer {_cached(chat.factory, chat.token)}", "Content-Type": "application/json"}
+    for size, status in ((BODY_LIMIT, 200), (BODY_LIMIT + 1, 413)):
+        response = chat.client.post(
+            "/webhook", input_stream=io.BytesIO(event_of_size(size)), headers=headers, environ_overrides={"wsgi.input_terminated": True}
+        )
+        assert response.status_code == status, response.get_data(as_text=True)
+    assert len(chat.jobs()) == 1
+
+
+def test_an_oversized_body_without_a_token_is_401(chat: Chat) -> None:
+    assert_error(chat.post(event_of_size(BODY_LIMIT + 1), authorization=None), 401, "missing Authorization header")
+
+
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+def test_a_deeply_nested_body_is_a_400_on_body(chat: Chat, depth: int) -> None:
+    body = b'{"type": "MESSAGE", "x": ' + b"[" * depth + b"]" * depth + b"}"
+    response = chat.post(body)
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert response.get_json() == {"error": {"code": "invalid_argument", "message": "the Chat event body is nested too deeply", "field": "body"}}
     assert chat.jobs() == []
 
 

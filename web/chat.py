@@ -36,7 +36,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from handlers.chat_message import THREAD_RE
 from scheduler.describe import describe_schedule
@@ -47,6 +48,7 @@ from scheduler.timing import zone
 from scheduler.when import canonical_zone, split_when
 from web.auth import GOOGLE_ISSUERS, AuthError, TokenVerifier, is_allowed
 from web.context import Crontick, crontick
+from web.errors import error_response
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,8 @@ bp = Blueprint("chat", __name__)
 CHAT_ISSUER = "chat@system.gserviceaccount.com"
 EXTENSION = "crontick.chat"
 MAX_COMMAND_CHARS = 8000
+# Chat events are a few KiB (a message is at most 32,000 characters); anything far larger is not Chat.
+MAX_BODY_BYTES = 256 * 1024
 MAX_LISTED = 25
 HISTORY_SHOWN = 10
 PREVIEW_COUNT = 3
@@ -141,7 +145,9 @@ def webhook():
         log.warning("Chat event refused: CHAT_AUTH_AUDIENCE is not set")
         raise AuthError(401, "the Chat webhook is not configured: set CHAT_AUTH_AUDIENCE to the Chat app's authentication audience")
     config.verifier.verify(request.headers.get("Authorization"))
-    event = request.get_json(silent=True)
+    event = _read_event()
+    if isinstance(event, Response):
+        return event
     try:
         reply = Conversation(crontick(), config, event).answer()
     except StoreError as exc:
@@ -151,6 +157,40 @@ def webhook():
         log.exception("Chat command failed")
         reply = {"text": "Sorry, something went wrong on my side while handling that (the service log has the details). Please try again."}
     return jsonify(reply)
+
+
+def _read_event() -> Any:
+    """The JSON body, ``None`` when it is not JSON (answered with a "not understood" text),
+    or an error response: 413 over :data:`MAX_BODY_BYTES` (or a smaller app-wide
+    ``MAX_CONTENT_LENGTH``), 400 naming ``body`` when nested too deeply to parse.
+
+    The limit is enforced here, on its own: a declared ``Content-Length`` is refused
+    before reading, and a body without one (chunked) is read through a stream that
+    stops at the limit (``request.max_content_length``, set before the first read).
+    """
+    if not request.is_json:
+        return None
+    app_limit = request.max_content_length
+    limit = MAX_BODY_BYTES if app_limit is None else min(app_limit, MAX_BODY_BYTES)
+
+    def too_large() -> Response:
+        log.warning("Chat event refused: body too large", extra={"json_fields": {"action": "chat_body_too_large", "limit_bytes": limit, "content_length": request.content_length}})
+        return error_response(413, "request_entity_too_large", f"the Chat event body is over {limit} bytes ({limit / 1024:g} KiB)", "body")
+
+    if request.content_length is not None and request.content_length > limit:
+        return too_large()
+    request.max_content_length = limit
+    try:
+        raw = request.get_data(cache=True)
+    except RequestEntityTooLarge:
+        return too_large()
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        log.warning("Chat event refused: body nested too deeply", extra={"json_fields": {"action": "chat_body_too_deep", "bytes": len(raw)}})
+        return error_response(400, "invalid_argument", "the Chat event body is nested too deeply", "body")
+    except ValueError:  # not JSON (or not UTF-8/16/32): answered as "not a Chat event"
+        return None
 
 
 # --- events --------------------------------------------------------------------
