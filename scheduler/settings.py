@@ -9,9 +9,11 @@ variable, so the service fails at start rather than at the first tick.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from scheduler.errors import ConfigError
 from scheduler.timing import zone
@@ -21,6 +23,9 @@ T = TypeVar("T")
 ENVIRONMENTS = ("local", "test", "development", "staging", "production")
 AUTH_MODES = ("oidc", "iam", "disabled")
 STORAGES = ("json", "memory", "firestore")
+DISPATCH_MODES = ("inline", "cloud_tasks")
+# projects/P/locations/L/queues/Q: Cloud Tasks' own shapes of the ids (a queue id is letters, digits and "-").
+CLOUD_TASKS_QUEUE_RE = r"projects/[a-z][a-z0-9.:-]*[a-z0-9]/locations/[a-z][a-z0-9-]*[a-z0-9]/queues/[A-Za-z0-9-]{1,100}"
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 
 
@@ -94,6 +99,15 @@ class Settings:
     firestore_jobs_collection: str = "scheduler_jobs"
     firestore_executions_collection: str = "scheduler_executions"
     firestore_ticks_collection: str = "scheduler_ticks"
+    dispatch: str = "inline"
+    dispatch_lease_seconds: float | None = None  # None: the job's timeout plus a margin
+    dispatch_concurrency: int = 16  # CreateTask calls at once (the dispatcher's pool)
+    cloud_tasks_queue: str | None = None
+    cloud_tasks_target_url: str | None = None
+    cloud_tasks_service_account: str | None = None
+    cloud_tasks_audience: str | None = None  # None: the target URL's scheme and host (tasks_audience)
+    cloud_tasks_emulator_host: str | None = None
+    tasks_allowed_emails: tuple[str, ...] = ()  # empty: the tasks service account (tasks_callers)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -143,6 +157,60 @@ class Settings:
             raise ConfigError(f"CHAT_DEFAULT_TIMEZONE={self.chat_default_timezone!r}: unknown IANA time zone") from None
         if self.retry_max_seconds < self.retry_base_seconds:
             raise ConfigError("SCHEDULER_RETRY_MAX_SECONDS must be at least SCHEDULER_RETRY_BASE_SECONDS")
+        self._check_dispatch()
+
+    def _check_dispatch(self) -> None:
+        """SCHEDULER_DISPATCH=cloud_tasks needs a queue, a target and (outside the emulator) a
+        service account to sign the tasks' OIDC tokens; in inline mode the CLOUD_TASKS_* are unused."""
+        if self.cloud_tasks_emulator_host and not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}", self.cloud_tasks_emulator_host):
+            raise ConfigError(f"CLOUD_TASKS_EMULATOR_HOST={self.cloud_tasks_emulator_host!r}: must be host:port, for example 127.0.0.1:9022")
+        if self.dispatch != "cloud_tasks":
+            return
+        mode = "with SCHEDULER_DISPATCH=cloud_tasks"
+        if not self.cloud_tasks_queue:
+            raise ConfigError(f"CLOUD_TASKS_QUEUE is required {mode} (projects/PROJECT/locations/LOCATION/queues/QUEUE)")
+        if not re.fullmatch(CLOUD_TASKS_QUEUE_RE, self.cloud_tasks_queue):
+            raise ConfigError(
+                f"CLOUD_TASKS_QUEUE={self.cloud_tasks_queue!r}: must be a full queue name, "
+                "projects/PROJECT/locations/LOCATION/queues/QUEUE (the queue id: letters, digits and '-', at most 100)"
+            )
+        if not self.cloud_tasks_target_url:
+            raise ConfigError(f"CLOUD_TASKS_TARGET_URL is required {mode} (the service URL followed by /tasks/run)")
+        target = urlsplit(self.cloud_tasks_target_url)
+        if target.scheme not in ("http", "https") or not target.netloc or target.query or target.fragment:
+            raise ConfigError(f"CLOUD_TASKS_TARGET_URL={self.cloud_tasks_target_url!r}: must be an http(s) URL, the service URL followed by /tasks/run")
+        if not target.path.endswith("/tasks/run"):
+            # Every task would get 404 and be retried by Cloud Tasks until its max attempts.
+            raise ConfigError(f"CLOUD_TASKS_TARGET_URL={self.cloud_tasks_target_url!r}: must end with /tasks/run, the endpoint that runs a task")
+        if self.cloud_tasks_service_account is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", self.cloud_tasks_service_account):
+            raise ConfigError(f"CLOUD_TASKS_SERVICE_ACCOUNT={self.cloud_tasks_service_account!r}: must be a service account email")
+        if not self.cloud_tasks_service_account and not self.cloud_tasks_emulator_host:
+            raise ConfigError(
+                f"CLOUD_TASKS_SERVICE_ACCOUNT is required {mode} (the account whose OIDC token Cloud Tasks sends to "
+                "/tasks/run); only CLOUD_TASKS_EMULATOR_HOST goes without one"
+            )
+        if self.auth_mode != "disabled" and not self.tasks_callers:
+            raise ConfigError(
+                f"TASKS_ALLOWED_EMAILS (or CLOUD_TASKS_SERVICE_ACCOUNT, its default) is required {mode} and "
+                f"AUTH_MODE={self.auth_mode}, or every task would be refused by /tasks/run"
+            )
+
+    @property
+    def tasks_audience(self) -> str | None:
+        """The audience of the tasks' OIDC tokens: CLOUD_TASKS_AUDIENCE, else the target URL's scheme and host."""
+        if self.cloud_tasks_audience:
+            return self.cloud_tasks_audience
+        if not self.cloud_tasks_target_url:
+            return None
+        target = urlsplit(self.cloud_tasks_target_url)
+        return f"{target.scheme}://{target.netloc}"
+
+    @property
+    def tasks_callers(self) -> tuple[str, ...]:
+        """Who may call POST /tasks/run: TASKS_ALLOWED_EMAILS, else the tasks service account."""
+        if self.tasks_allowed_emails:
+            return self.tasks_allowed_emails
+        return (self.cloud_tasks_service_account,) if self.cloud_tasks_service_account else ()
 
     def replace(self, **changes: Any) -> Settings:
         new = dataclasses.replace(self, **changes)
@@ -186,4 +254,13 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any], dict[str, Any]]] = {
     "firestore_jobs_collection": ("FIRESTORE_JOBS_COLLECTION", str, {}),
     "firestore_executions_collection": ("FIRESTORE_EXECUTIONS_COLLECTION", str, {}),
     "firestore_ticks_collection": ("FIRESTORE_TICKS_COLLECTION", str, {}),
+    "dispatch": ("SCHEDULER_DISPATCH", str.lower, {"choices": DISPATCH_MODES}),
+    "dispatch_lease_seconds": ("SCHEDULER_DISPATCH_LEASE_SECONDS", float, {"minimum": 1}),
+    "dispatch_concurrency": ("SCHEDULER_DISPATCH_CONCURRENCY", int, {"minimum": 1}),
+    "cloud_tasks_queue": ("CLOUD_TASKS_QUEUE", str, {}),
+    "cloud_tasks_target_url": ("CLOUD_TASKS_TARGET_URL", str, {}),
+    "cloud_tasks_service_account": ("CLOUD_TASKS_SERVICE_ACCOUNT", str, {}),
+    "cloud_tasks_audience": ("CLOUD_TASKS_AUDIENCE", str, {}),
+    "cloud_tasks_emulator_host": ("CLOUD_TASKS_EMULATOR_HOST", str, {}),
+    "tasks_allowed_emails": ("TASKS_ALLOWED_EMAILS", _csv, {}),
 }
