@@ -18,6 +18,7 @@ from flask import Flask
 from handlers import HandlerRegistry, build_registry
 from scheduler.clock import utc_now
 from scheduler.engine import TickEngine
+from scheduler.jobspec import JobLimits
 from scheduler.legacy_loop import LegacyLoop
 from scheduler.service import JobService
 from scheduler.settings import Settings
@@ -67,7 +68,7 @@ def create_app(
         store=store,
         registry=registry,
         engine=engine,
-        service=JobService(store, registry, clock),
+        service=JobService(store, registry, clock, JobLimits.for_settings(settings)),
         clock=clock,
         tick_verifier=verifier(settings.oidc_allowed_emails),
         admin_verifier=verifier(settings.admin_emails),

@@ -13,22 +13,23 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from scheduler.errors import ConflictError, ValidationError
-from scheduler.jobspec import apply_patch, build_job
+from scheduler.errors import ConflictError
+from scheduler.jobspec import DEFAULT_LIMITS, JobLimits, apply_patch, build_job
 from scheduler.model import Job, JobStatus
 from scheduler.timing import first_fire_time, next_fire_after
 from storage.base import JobStore
 
 
 class JobService:
-    def __init__(self, store: JobStore, registry: Any, clock: Callable[[], datetime]) -> None:
+    def __init__(self, store: JobStore, registry: Any, clock: Callable[[], datetime], limits: JobLimits = DEFAULT_LIMITS) -> None:
         self.store = store
         self.registry = registry
         self.clock = clock
+        self.limits = limits
 
     def create(self, data: Any, *, created_by: str | None = None) -> tuple[Job, bool]:
         """Validate and store a job; ``(job, False)`` when its idempotency key exists."""
-        job = build_job(data, known_types=self.registry.names(), now=self.clock(), created_by=created_by)
+        job = build_job(data, known_types=self.registry.names(), now=self.clock(), created_by=created_by, limits=self.limits)
         self.registry.validate_payload(job.job_type, job.payload)
         return self.store.add_job(job)
 
@@ -44,9 +45,7 @@ class JobService:
         def change(job: Job) -> Job:
             if job.status.is_final or job.status is JobStatus.RUNNING:
                 raise ConflictError(f"job {job.id} is {job.status.value}; only pending or paused jobs can be changed")
-            new = apply_patch(job, data, now=now)
-            if new.is_recurring and new.next_run_at is None and new.status is JobStatus.PENDING:
-                raise ValidationError(f"cron expression {new.cron!r} never fires", "cron")
+            new = apply_patch(job, data, now=now, limits=self.limits)
             self.registry.validate_payload(new.job_type, new.payload)
             return new
 

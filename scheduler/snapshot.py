@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -48,9 +47,8 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.errors import CrontickError, ValidationError
-from scheduler.jobspec import _ID_RE as JOB_ID_RE
-from scheduler.model import _DATETIME_FIELDS, Execution, Job, JobStatus, to_iso
-from scheduler.timing import check_cron, zone
+from scheduler.jobspec import DEFAULT_LIMITS, JobLimits, job_problems
+from scheduler.model import Execution, Job, JobStatus, to_iso
 from storage.base import JobStore
 
 FORMAT = "crontick-snapshot"
@@ -151,52 +149,6 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _job_problems(job: Job) -> list[str]:
-    """Invariants a stored job must hold, beyond what Job.from_dict checks."""
-    out: list[str] = []
-    if not isinstance(job.id, str) or not JOB_ID_RE.match(job.id):
-        out.append(f"id {job.id!r} is not a valid job id")
-    if not isinstance(job.job_type, str) or not job.job_type:
-        out.append("job_type must be a non-empty string")
-    if not isinstance(job.payload, dict):
-        out.append("payload must be an object")
-    schedules = [name for name in ("schedule_at", "cron", "interval_seconds") if getattr(job, name) is not None]
-    if len(schedules) != 1:
-        out.append(f"needs exactly one of schedule_at, cron, interval_seconds; has {', '.join(schedules) or 'none'}")
-    if job.cron is not None:
-        problem = check_cron(job.cron) if isinstance(job.cron, str) else "cron must be a string"
-        if problem:
-            out.append(problem)
-    if job.interval_seconds is not None and (not _is_int(job.interval_seconds) or job.interval_seconds < 1):
-        out.append("interval_seconds must be a positive integer")
-    try:
-        zone(job.timezone)
-    except (ValueError, TypeError):
-        out.append(f"unknown time zone {job.timezone!r}")
-    for name, minimum in (("max_attempts", 1), ("attempts", 0), ("lease_epoch", 0), ("misfire_grace_seconds", 0)):
-        value = getattr(job, name)
-        if not _is_int(value) or value < minimum:
-            out.append(f"{name} must be an integer >= {minimum}")
-    timeout = job.timeout_seconds
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0):
-        out.append("timeout_seconds must be a positive number or null")
-    for name in ("idempotency_key", "created_by", "last_outcome", "last_error", "lease_owner"):
-        value = getattr(job, name)
-        if value is not None and not isinstance(value, str):
-            out.append(f"{name} must be a string or null")
-    for name in _DATETIME_FIELDS:
-        value = getattr(job, name)
-        if value is None and name in ("created_at", "updated_at"):
-            out.append(f"{name} is required")
-        elif value is not None and not isinstance(value, datetime):
-            out.append(f"{name} must be an RFC 3339 timestamp or null")
-        elif value is not None and value.year < 1970:
-            out.append(f"{name} is before 1970")
-    if job.status is JobStatus.PENDING and job.next_run_at is None:
-        out.append("a pending job needs next_run_at")
-    return out
-
-
 @dataclass
 class Snapshot:
     jobs: list[Job]
@@ -204,8 +156,11 @@ class Snapshot:
     document: dict[str, Any]
 
 
-def parse_snapshot(raw: bytes | str) -> Snapshot:
-    """Parse and check everything; raise :class:`SnapshotError` listing every problem."""
+def parse_snapshot(raw: bytes | str, *, limits: JobLimits = DEFAULT_LIMITS) -> Snapshot:
+    """Parse and check everything; raise :class:`SnapshotError` listing every problem.
+
+    Each job passes the same :func:`~scheduler.jobspec.job_problems` as the API's,
+    so an import accepts nothing the API would refuse."""
     try:
         document = json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, RecursionError) as exc:
@@ -239,7 +194,7 @@ def parse_snapshot(raw: bytes | str) -> Snapshot:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             problems.append(f"{where}: does not parse as a job: {type(exc).__name__}: {exc}")
             continue
-        problems.extend(f"{where}: {problem}" for problem in _job_problems(job))
+        problems.extend(f"{where}: {problem.field}: {problem.message}" for problem in job_problems(job, limits))
         if job.id in seen_ids:
             problems.append(f"{where}: id appears twice")
         seen_ids.add(job.id)

@@ -35,10 +35,10 @@ from typing import Any
 from zoneinfo import ZoneInfo, available_timezones
 
 from scheduler.errors import ValidationError
+from scheduler.jobspec import MAX_INTERVAL_SECONDS
 from scheduler.timing import check_cron, cron_fire_times, zone
 
 MIN_INTERVAL_SECONDS = 60  # crontick ticks once a minute; a shorter interval only misfires
-MAX_INTERVAL_SECONDS = 366 * 86400  # jobspec's bound
 MAX_DELAY_SECONDS = 10 * 366 * 86400
 EXAMPLES = '"in 10m", "at 2026-12-01 09:00", "tomorrow 9:00", "every weekday at 9:00", "every 15m", \'cron "0 9 * * 1-5"\''
 STARTS = ("in", "at", "on", "today", "tomorrow", "every", "daily", "cron")

@@ -26,8 +26,8 @@ from flask import Blueprint, g, jsonify, request
 from werkzeug.exceptions import NotFound, RequestEntityTooLarge, UnsupportedMediaType
 
 from scheduler.errors import JobNotFound, ValidationError
-from scheduler.jobspec import _ID_RE as JOB_ID_RE
-from scheduler.jobspec import parse_timestamp
+from scheduler.jobspec import ID_RE as JOB_ID_RE
+from scheduler.jobspec import MAX_YEAR, MIN_YEAR, parse_timestamp
 from scheduler.describe import describe_schedule
 from scheduler.model import Job, JobStatus, Outcome, to_iso
 from scheduler.snapshot import iter_jobs
@@ -42,7 +42,6 @@ MAX_LIST_LIMIT = 1000
 MAX_PREVIEW_COUNT = 100
 MAX_TICKS_SHOWN = 200
 ACTIONS = ("pause", "resume", "run", "release")
-MIN_YEAR, MAX_YEAR = 1970, 9999
 _INT_RE = re.compile(r"^[0-9]{1,9}$")
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 # Strict RFC 3339 (the jobspec parser would also take other ISO 8601 spellings).

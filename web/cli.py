@@ -207,7 +207,7 @@ def register_operating_cli(app: Flask) -> None:
         nothing is written if any of it is wrong. Importing the same file twice is harmless."""
         ct = crontick()
         try:
-            snapshot = snap.parse_snapshot(file.read())
+            snapshot = snap.parse_snapshot(file.read(), limits=crontick().service.limits)
         except snap.SnapshotError as exc:
             raise click.ClickException(str(exc)) from None
         doc = snapshot.document

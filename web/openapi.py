@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from scheduler import jobspec
+from scheduler.jobspec import JOB_ID_PATTERN
 from scheduler.model import JobStatus, Misfire, Outcome, Source
 
-JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
-MAX_INTERVAL = 366 * 86400
+MAX_INTERVAL = jobspec.MAX_INTERVAL_SECONDS
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
@@ -106,15 +107,32 @@ def _job_schema(job_types: list[str]) -> dict[str, Any]:
 
 def _writable_fields(job_types: list[str]) -> dict[str, Any]:
     return {
-        "payload": {"type": "object", "maxProperties": 1000, "description": "JSON object passed to the handler."},
+        "payload": {
+            "type": "object",
+            "maxProperties": jobspec.MAX_PAYLOAD_KEYS,
+            "description": (
+                f"JSON object passed to the handler: at most {jobspec.MAX_PAYLOAD_DEPTH} levels deep and "
+                f"{jobspec.MAX_PAYLOAD_BYTES} bytes as compact UTF-8 JSON, finite numbers, valid Unicode."
+            ),
+        },
         "schedule_at": _nullable({**_TIMESTAMP, "description": "One-off: RFC 3339 time with an offset, years 1970 to 9999."}),
         "cron": _nullable({"type": "string", "description": "Recurring: 5-field cron expression (or @daily, @hourly ...)."}),
         "interval_seconds": _nullable({"type": "integer", "minimum": 1, "maximum": MAX_INTERVAL, "description": "Recurring: every N seconds from creation."}),
-        "timezone": {"type": "string", "description": "IANA zone the cron expression is read in (default UTC)."},
+        "timezone": {"type": "string", "maxLength": 64, "description": "IANA zone the cron expression is read in (default UTC)."},
         "misfire": _nullable({"type": "string", "enum": [m.value for m in Misfire]}),
         "misfire_grace_seconds": _nullable({"type": "integer", "minimum": 0, "maximum": MAX_INTERVAL}),
-        "max_attempts": _nullable({"type": "integer", "minimum": 1, "maximum": 100}),
-        "timeout_seconds": _nullable({"type": "number", "minimum": 0.001, "maximum": 3600}),
+        "max_attempts": _nullable({"type": "integer", "minimum": 1, "maximum": jobspec.MAX_ATTEMPTS}),
+        "timeout_seconds": _nullable(
+            {
+                "type": "number",
+                "minimum": jobspec.MIN_TIMEOUT_SECONDS,
+                "maximum": jobspec.MAX_TIMEOUT_SECONDS_TASKS,
+                "description": (
+                    "Seconds before a run counts as failed. With SCHEDULER_DISPATCH=inline it must be below the tick "
+                    f"budget (SCHEDULER_TICK_BUDGET_SECONDS); with cloud_tasks up to {jobspec.MAX_TIMEOUT_SECONDS_TASKS:g}."
+                ),
+            }
+        ),
     }
 
 
