@@ -16,8 +16,10 @@
 #     SCHEDULER_CADENCE (* * * * *), SCHEDULER_TIME_ZONE (Etc/UTC), SCHEDULER_ATTEMPT_DEADLINE (180s),
 #     SCHEDULER_MAX_RETRY_ATTEMPTS (2), SCHEDULER_MIN_BACKOFF (10s), SCHEDULER_MAX_BACKOFF (60s),
 #     SCHEDULER_STORAGE (json), FIRESTORE_DATABASE ((default)),
-#     FIRESTORE_EXECUTIONS_COLLECTION (scheduler_executions),
-#     FIRESTORE_INDEXES_FILE (firestore.indexes.json beside this script),
+#     FIRESTORE_JOBS_COLLECTION (scheduler_jobs), FIRESTORE_EXECUTIONS_COLLECTION (scheduler_executions),
+#     FIRESTORE_TICKS_COLLECTION (scheduler_ticks): the service's collections; every index, exemption
+#       and TTL is made for these names (see firestore_plan),
+#     FIRESTORE_INDEXES_FILE (firestore.indexes.json beside this script: a template with the default names),
 #     OIDC_AUDIENCE and OIDC_ALLOWED_EMAILS: when set, checked against the service URL and the invoker.
 #
 # Every command is printed (prefixed "+") before it runs; the first failing one stops the script.
@@ -62,6 +64,17 @@ settings() {
   STORAGE="${SCHEDULER_STORAGE:-json}"
   STORAGE="${STORAGE,,}"
   DATABASE="${FIRESTORE_DATABASE:-(default)}"
+  JOBS_COLLECTION="${FIRESTORE_JOBS_COLLECTION:-scheduler_jobs}"
+  EXECUTIONS_COLLECTION="${FIRESTORE_EXECUTIONS_COLLECTION:-scheduler_executions}"
+  TICKS_COLLECTION="${FIRESTORE_TICKS_COLLECTION:-scheduler_ticks}"
+}
+
+# A collection id Firestore accepts and that fits one gcloud flag value.
+check_collection() {
+  local name="$1" value="$2"
+  if [[ "$value" == */* || "$value" =~ [[:space:],=] || "$value" =~ ^__.*__$ || "$value" == "." || "$value" == ".." ]]; then
+    die "$name=$value is not a usable Firestore collection id (no '/', spaces, ',' or '=', not . or .. or __name__)"
+  fi
 }
 
 enable_apis() {
@@ -104,16 +117,28 @@ check_app_agrees() {
 #   index  FLAGS...          one composite index (`indexes composite create`)
 #   exempt FIELD GROUP       a fieldOverride with "indexes": [] (`indexes fields update --disable-indexes`)
 #   ttl    FIELD GROUP       a fieldOverride with "ttl": true, and always expire_at of the executions collection
+# The file is a template written with the default collection names; each collection group
+# that is one of them (or a collection the store derives from one: <jobs>_idempotency,
+# <ticks>_occurrences) becomes the configured name. Other group names are kept as written.
 firestore_plan() {
   python3 -c '
 import json, sys
-path, database, executions = sys.argv[1], sys.argv[2], sys.argv[3]
+path, database, jobs, executions, ticks = sys.argv[1:6]
 with open(path, encoding="utf-8") as f:
     spec = json.load(f)
+names = {
+    "scheduler_jobs": jobs,
+    "scheduler_jobs_idempotency": jobs + "_idempotency",
+    "scheduler_executions": executions,
+    "scheduler_ticks": ticks,
+    "scheduler_ticks_occurrences": ticks + "_occurrences",
+}
+def group(entry):
+    return names.get(entry["collectionGroup"], entry["collectionGroup"])
 scopes = {"COLLECTION": "collection", "COLLECTION_GROUP": "collection-group"}
 lines = []
 for index in spec.get("indexes", []):
-    args = ["index", "--collection-group=" + index["collectionGroup"], "--database=" + database,
+    args = ["index", "--collection-group=" + group(index), "--database=" + database,
             "--query-scope=" + scopes[index.get("queryScope", "COLLECTION")]]
     for field in index["fields"]:
         config = "field-path=" + field["fieldPath"]
@@ -127,7 +152,7 @@ for index in spec.get("indexes", []):
     lines.append(args)
 ttls = [("expire_at", executions)]
 for override in spec.get("fieldOverrides", []):
-    where = (override["fieldPath"], override["collectionGroup"])
+    where = (override["fieldPath"], group(override))
     if override.get("ttl") and where not in ttls:
         ttls.append(where)
     if "indexes" in override:
@@ -139,7 +164,7 @@ for args in lines:
     if any("\t" in arg or "\n" in arg for arg in args):
         sys.exit("%s: tab or newline in %r" % (path, args))
     print("\t".join(args))
-' "$1" "$DATABASE" "${FIRESTORE_EXECUTIONS_COLLECTION:-scheduler_executions}"
+' "$1" "$DATABASE" "$JOBS_COLLECTION" "$EXECUTIONS_COLLECTION" "$TICKS_COLLECTION"
 }
 
 create_index() {
@@ -161,6 +186,10 @@ create_index() {
 setup_firestore() {
   local file="${FIRESTORE_INDEXES_FILE:-$ROOT/firestore.indexes.json}" plan line kind args_line args
   [[ -f "$file" ]] || die "SCHEDULER_STORAGE=firestore but the index file $file does not exist (set FIRESTORE_INDEXES_FILE)"
+  check_collection FIRESTORE_JOBS_COLLECTION "$JOBS_COLLECTION"
+  check_collection FIRESTORE_EXECUTIONS_COLLECTION "$EXECUTIONS_COLLECTION"
+  check_collection FIRESTORE_TICKS_COLLECTION "$TICKS_COLLECTION"
+  note "Firestore collections: jobs=$JOBS_COLLECTION executions=$EXECUTIONS_COLLECTION ticks=$TICKS_COLLECTION (database $DATABASE)"
   plan="$(firestore_plan "$file")" || die "cannot read $file (see above)"
   while IFS= read -r line; do
     [[ -n "$line" ]] || continue

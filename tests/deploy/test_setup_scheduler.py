@@ -155,7 +155,81 @@ def test_firestore_names_database_and_executions_collection(cloud: Cloud) -> Non
     calls = cloud.calls()
     assert all("--database=crontick-qa" in c for c in calls if c[0] == "firestore")
     ttls = [c for c in calls if c[:4] == ["firestore", "fields", "ttls", "update"]]
-    assert ttls == [ttl("qa_executions", database="crontick-qa"), *(ttl(g, database="crontick-qa") for g in ("scheduler_executions", "scheduler_ticks"))]
+    # The fixture's scheduler_executions TTL is the configured executions collection's: one TTL, not two.
+    assert ttls == [ttl("qa_executions", database="crontick-qa"), ttl("scheduler_ticks", database="crontick-qa")]
+    assert cloud.load()["ttls"] == [["expire_at", "qa_executions"], ["expire_at", "scheduler_ticks"]]
+
+
+CUSTOM_COLLECTIONS = {
+    "FIRESTORE_JOBS_COLLECTION": "qa_jobs",
+    "FIRESTORE_EXECUTIONS_COLLECTION": "qa_runs",
+    "FIRESTORE_TICKS_COLLECTION": "qa_beats",
+}
+
+
+def test_every_index_and_ttl_follows_the_configured_collection_names(cloud: Cloud) -> None:
+    """The repository's firestore.indexes.json is a template with the default names; with other
+    names configured, every index, exemption and TTL is made for those and none for a default."""
+    import json
+
+    from tests.deploy.conftest import ROOT
+
+    spec = json.loads((ROOT / "firestore.indexes.json").read_text())
+    renamed = {
+        "scheduler_jobs": "qa_jobs", "scheduler_executions": "qa_runs",
+        "scheduler_ticks": "qa_beats", "scheduler_ticks_occurrences": "qa_beats_occurrences",
+    }
+    assert {i["collectionGroup"] for i in spec["indexes"]} | {o["collectionGroup"] for o in spec["fieldOverrides"]} <= set(renamed)
+
+    result = cloud.run("setup-scheduler.sh", "setup", env={"SCHEDULER_STORAGE": "firestore", **CUSTOM_COLLECTIONS})
+
+    assert result.returncode == 0, result.stderr
+    assert "Firestore collections: jobs=qa_jobs executions=qa_runs ticks=qa_beats (database (default))" in result.stderr
+    firestore = [c for c in cloud.calls() if c[0] == "firestore"]
+    creates = [c for c in firestore if c[:4] == ["firestore", "indexes", "composite", "create"]]
+    exempts = [c for c in firestore if c[:4] == ["firestore", "indexes", "fields", "update"]]
+    ttls = [c for c in firestore if c[:4] == ["firestore", "fields", "ttls", "update"]]
+    assert len(firestore) == len(creates) + len(exempts) + len(ttls)
+    # The same indexes as the template, field for field, on the configured collections.
+    assert [(c[4], [a for a in c if a.startswith("--field-config=")]) for c in creates] == [
+        (
+            f"--collection-group={renamed[i['collectionGroup']]}",
+            [f"--field-config=field-path={f['fieldPath']},order={f['order'].lower()}" for f in i["fields"]],
+        )
+        for i in spec["indexes"]
+    ]
+    overrides = spec["fieldOverrides"]
+    assert exempts == [exempt(renamed[o["collectionGroup"]], o["fieldPath"]) for o in overrides if "indexes" in o]
+    assert ttls == [ttl(renamed[o["collectionGroup"]], o["fieldPath"]) for o in overrides if o.get("ttl")]
+    assert ttls[0] == ttl("qa_runs")  # execution history always expires
+    groups = {a.removeprefix("--collection-group=") for c in firestore for a in c if a.startswith("--collection-group=")}
+    assert groups == {"qa_jobs", "qa_runs", "qa_beats", "qa_beats_occurrences"}
+    assert not [c for c in firestore if any("scheduler_" in a for a in c)]  # no default name anywhere
+    assert not [c for c in firestore if not any(a.startswith("--collection-group=") for a in c)]
+    state = cloud.load()
+    assert sorted(g for _f, g in state["ttls"]) == ["qa_beats", "qa_beats_occurrences", "qa_runs"]
+
+
+def test_only_the_jobs_collection_renamed_keeps_the_other_defaults(cloud: Cloud) -> None:
+    result = cloud.run("setup-scheduler.sh", "setup", env=FIRESTORE_ENV | {"FIRESTORE_JOBS_COLLECTION": "prod_jobs"})
+
+    assert result.returncode == 0, result.stderr
+    calls = cloud.calls()
+    index_1 = [*INDEX_1[:4], "--collection-group=prod_jobs", *INDEX_1[5:]]
+    rest = [exempt("scheduler_executions", "expire_at"), exempt("scheduler_ticks", "expire_at"), exempt("prod_jobs", "payload"), ttl("scheduler_executions"), ttl("scheduler_ticks")]
+    assert [c for c in calls if c[0] == "firestore"] == [index_1, INDEX_2, *rest]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("FIRESTORE_JOBS_COLLECTION", "jobs/sub"), ("FIRESTORE_TICKS_COLLECTION", "my ticks"), ("FIRESTORE_EXECUTIONS_COLLECTION", "__runs__")],
+)
+def test_an_unusable_collection_name_is_refused_before_any_firestore_change(cloud: Cloud, variable: str, value: str) -> None:
+    result = cloud.run("setup-scheduler.sh", "setup", env=FIRESTORE_ENV | {variable: value})
+
+    assert result.returncode == 1
+    assert f"setup-scheduler.sh: error: {variable}={value} is not a usable Firestore collection id" in result.stderr
+    assert not [c for c in cloud.calls() if c[0] == "firestore" or c[:3] == ["scheduler", "jobs", "create"]]
 
 
 def test_firestore_index_failure_other_than_exists_stops(cloud: Cloud) -> None:
