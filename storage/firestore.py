@@ -83,8 +83,8 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from scheduler.errors import ConflictError, JobNotFound, StoreCorrupt, StoreError, StoreUnavailable
-from scheduler.model import Execution, Job, JobStatus, Outcome, Settlement, Source, TickMetrics, TickRecord
-from storage.base import ClaimResult, SettleResult
+from scheduler.model import Execution, Job, JobStatus, Outcome, RunRef, Settlement, Source, TickMetrics, TickRecord
+from storage.base import ClaimResult, ExtendResult, SettleResult
 
 if TYPE_CHECKING:
     from scheduler.settings import Settings
@@ -191,6 +191,21 @@ def _tick_fields(tick: TickRecord, history_days: int) -> dict[str, Any]:
     data["finished_at"] = tick.finished_at
     data["expire_at"] = tick.started_at + timedelta(days=history_days)
     return data
+
+
+def _holds_lease(data: dict[str, Any] | None, run: RunRef) -> bool:
+    """The stored job (raw document fields) is still running under ``run``'s lease."""
+    return (
+        data is not None
+        and data.get("status") == JobStatus.RUNNING.value
+        and data.get("lease_owner") == run.lease_owner
+        and data.get("lease_epoch") == run.lease_epoch
+    )
+
+
+def _lease_reaches(data: dict[str, Any] | None, target: datetime) -> bool:
+    current = _plain((data or {}).get("lease_until"))
+    return isinstance(current, datetime) and current >= target
 
 
 def _as_lost(execution: Execution) -> Execution:
@@ -896,6 +911,57 @@ class FirestoreStore:
         result = SettleResult()
         for settlement in settlements:
             (result.applied if decided[settlement.job.id] else result.lost).append(settlement.job.id)
+        return result
+
+    # -- heartbeat -----------------------------------------------------------
+    def extend_leases(self, runs: Sequence[RunRef], *, now: datetime, lease_seconds: float) -> ExtendResult:
+        """One BatchGetDocuments of the named jobs, then one BatchWrite of ``lease_until``
+        updates, each preconditioned on the ``update_time`` just read: 2 RPCs whatever the
+        batch size (none for an empty batch; no BatchWrite when no lease needs to move).
+
+        A write whose precondition failed means the job changed between the read and the
+        write (a claim, a settle, an operator's update): it counts as ``lost`` without a
+        second look, so the handler is told to stop (its settle still re-checks the fence
+        itself). The exception is a BatchWrite that had to be retried: a failed
+        precondition may then be our own earlier attempt, so those jobs are read again
+        and decided on what is stored.
+        """
+        result = ExtendResult()
+        if not runs:
+            return result
+        jobs_col = self._col("jobs")
+        target = now + timedelta(seconds=lease_seconds)
+        refs = {run.job_id: jobs_col.document(run.job_id) for run in runs}
+        snaps = self._get_all(list(refs.values()))
+        holds: list[bool] = []
+        writes: list[Any] = []
+        write_for: dict[str, int] = {}  # job id -> index of its write (one write per document)
+        for run in runs:
+            snap = snaps.get(refs[run.job_id]._document_path)
+            data = snap.to_dict() if snap is not None and snap.exists else None
+            holds.append(_holds_lease(data, run))
+            if holds[-1] and run.job_id not in write_for and not _lease_reaches(data, target):
+                write_for[run.job_id] = len(writes)
+                writes.append(self._pb_update(refs[run.job_id]._document_path, {"lease_until": target}, snap.update_time))
+        failed: set[str] = set()
+        if writes:
+            codes, _, attempts = self._batch_write(writes, "extend_leases")
+            failed = {job_id for job_id, index in write_for.items() if codes[index] != _OK}
+            unsure = [job_id for job_id in failed if attempts > 1 and codes[write_for[job_id]] in (_FAILED_PRECONDITION, _NOT_FOUND)]
+            if unsure:
+                again = self._get_all([refs[job_id] for job_id in unsure])
+                for job_id in unsure:
+                    snap = again.get(refs[job_id]._document_path)
+                    data = snap.to_dict() if snap is not None and snap.exists else None
+                    mine = [run for run, held in zip(runs, holds) if held and run.job_id == job_id]
+                    if all(_holds_lease(data, run) for run in mine) and _lease_reaches(data, target):
+                        failed.discard(job_id)
+            for job_id in failed:
+                code = codes[write_for[job_id]]
+                if code not in (_FAILED_PRECONDITION, _NOT_FOUND):
+                    log.warning("Lease extension write failed", extra={"json_fields": {"action": "lease_extend_failed", "job_id": job_id, "code": code}})
+        for run, held in zip(runs, holds):
+            (result.extended if held and run.job_id not in failed else result.lost).append(run.job_id)
         return result
 
     # -- history -------------------------------------------------------------

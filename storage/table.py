@@ -21,8 +21,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from scheduler.errors import ConflictError, JobNotFound
-from scheduler.model import Execution, Job, JobStatus, Outcome, Settlement, TickRecord, to_iso
-from storage.base import ClaimResult, SettleResult
+from scheduler.model import Execution, Job, JobStatus, Outcome, RunRef, Settlement, TickRecord, to_iso
+from storage.base import ClaimResult, ExtendResult, SettleResult
 
 SCHEMA_VERSION = 1
 TICKS_KEPT = 200
@@ -181,6 +181,29 @@ class JobTable:
         self._put_tick(tick)
         return result
 
+    def extend_leases(self, runs: Sequence[RunRef], *, now: datetime, lease_seconds: float) -> ExtendResult:
+        """Fenced on status, owner and epoch; dirties the document only when a
+        ``lease_until`` actually moves (a heartbeat that changes nothing writes nothing)."""
+        result = ExtendResult()
+        # to_iso is fixed-width, so ISO strings compare as the instants they name.
+        target = to_iso(now + timedelta(seconds=lease_seconds))
+        for run in runs:
+            data = self.jobs.get(run.job_id)
+            if (
+                data is None
+                or data.get("status") != JobStatus.RUNNING.value
+                or data.get("lease_owner") != run.lease_owner
+                or data.get("lease_epoch") != run.lease_epoch
+            ):
+                result.lost.append(run.job_id)
+                continue
+            current = data.get("lease_until")
+            if not isinstance(current, str) or current < target:  # never moves a lease backwards
+                self.jobs[run.job_id] = data | {"lease_until": target}
+                self.dirty = True
+            result.extended.append(run.job_id)
+        return result
+
     def _append_executions(self, job_id: str, executions: Sequence[Execution]) -> None:
         if not executions:
             return
@@ -271,6 +294,11 @@ class TableStore:
 
     def settle_jobs(self, settlements: Sequence[Settlement], *, tick: TickRecord) -> SettleResult:
         return self._call("settle_jobs", settlements, tick=tick)
+
+    def extend_leases(self, runs: Sequence[RunRef], *, now: datetime, lease_seconds: float) -> ExtendResult:
+        if not runs:
+            return ExtendResult()  # no lock, no read
+        return self._call("extend_leases", runs, now=now, lease_seconds=lease_seconds)
 
     def list_executions(
         self,

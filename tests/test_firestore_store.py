@@ -23,7 +23,7 @@ from handlers.registry import HandlerRegistry
 from main import create_app
 from scheduler.engine import TickEngine
 from scheduler.errors import StoreCorrupt, StoreUnavailable
-from scheduler.model import JobStatus, Outcome, Settlement, Source, TickRecord
+from scheduler.model import JobStatus, Outcome, RunRef, Settlement, Source, TickRecord
 from scheduler.settings import Settings
 from storage.firestore import QUERY_SHAPES, FirestoreStore, QueryShape, _job_fields
 from tests.support.clock import T0, FakeClock
@@ -342,6 +342,42 @@ def test_an_idle_tick_over_10000_future_jobs_reads_no_job_document(new_store):
     store.reset_counters()
     assert store.count_due(T0) == 0 and store.docs_read == 0
     assert store.count_due(T0 + timedelta(seconds=70)) == 11
+
+
+def test_extending_10_leases_costs_one_read_and_one_batch_write(new_store):
+    store = new_store()
+    seed(store, [make_job(f"j{i:02d}") for i in range(10)])
+    claimed = store.claim_due_jobs(now=T0, tick=TickRecord("t1", T0, Source.MANUAL), lease_seconds=60, limit=10).claimed
+    runs = [RunRef.of(job) for job in claimed]
+    store.reset_counters()
+    result = store.extend_leases(runs, now=T0 + timedelta(seconds=30), lease_seconds=60)
+    assert len(result.extended) == 10 and result.lost == []
+    assert (store.rpc_count, dict(store.rpc_counts), store.docs_read) == (2, {"batch_get_documents": 1, "batch_write": 1}, 10)
+    assert {job.lease_until for job in store.list_jobs()} == {T0 + timedelta(seconds=90)}
+    # Nothing to move (leases already further out): the read only. An empty batch: no RPC.
+    store.reset_counters()
+    assert len(store.extend_leases(runs, now=T0, lease_seconds=60).extended) == 10
+    assert dict(store.rpc_counts) == {"batch_get_documents": 1}
+    store.reset_counters()
+    assert store.extend_leases([], now=T0, lease_seconds=60).extended == [] and store.rpc_count == 0
+
+
+def test_an_extend_whose_job_changed_after_the_read_counts_as_lost(new_store):
+    store, other = new_store(), new_store()
+    store.add_job(make_job("a1"))
+    job = store.claim_due_jobs(now=T0, tick=TickRecord("t1", T0, Source.MANUAL), lease_seconds=60, limit=10).claimed[0]
+    real_get_all = store._get_all
+
+    def read_then_race(refs):
+        snaps = real_get_all(refs)
+        # Another writer touches the job between the heartbeat's read and its write.
+        other.update_job("a1", lambda j: j.replace(payload={"edited": True}))
+        return snaps
+
+    store._get_all = read_then_race
+    result = store.extend_leases([RunRef.of(job)], now=T0 + timedelta(seconds=30), lease_seconds=60)
+    assert (result.extended, result.lost) == ([], ["a1"])
+    assert other.get_job("a1").lease_until == T0 + timedelta(seconds=60)
 
 
 # -- indexes ----------------------------------------------------------------

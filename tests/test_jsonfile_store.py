@@ -17,9 +17,9 @@ import pytest
 
 from main import create_app
 from scheduler.errors import StoreCorrupt, StoreUnavailable
-from scheduler.model import JobStatus
+from scheduler.model import JobStatus, RunRef, Source, TickRecord
 from storage.jsonfile import JsonFileStore
-from tests.support.clock import FakeClock
+from tests.support.clock import T0, FakeClock
 from tests.support.handlers import read_ledger
 from tests.support.jobs import make_job
 from tests.support.tick_worker import start_together
@@ -194,3 +194,21 @@ def test_temp_files_of_an_interrupted_write_are_removed_at_start(tmp_path):
     JsonFileStore(tmp_path / "jobs.json").open()
     assert not orphan.exists() and unrelated.exists()
     assert JsonFileStore(tmp_path / "jobs.json").get_job("x").id == "x"
+
+
+def test_extend_leases_is_one_write_per_batch_and_none_when_nothing_moves(tmp_path):
+    store = JsonFileStore(tmp_path / "jobs.json")
+    store.open()
+    for i in range(5):
+        store.add_job(make_job(f"j{i}"))
+    tick = TickRecord("t1", T0, Source.MANUAL)
+    runs = [RunRef.of(job) for job in store.claim_due_jobs(now=T0, tick=tick, lease_seconds=60, limit=10).claimed]
+    writes = store.fsynced_writes
+    assert len(store.extend_leases(runs, now=T0 + timedelta(seconds=30), lease_seconds=60).extended) == 5
+    assert store.fsynced_writes == writes + 1
+    # Leases already as far out as asked, then a batch of lost runs: no file replacement.
+    assert len(store.extend_leases(runs, now=T0, lease_seconds=60).extended) == 5
+    stale = [RunRef(run.job_id, "someone-else", run.lease_epoch, run.fire_at) for run in runs]
+    assert len(store.extend_leases(stale, now=T0 + timedelta(seconds=50), lease_seconds=60).lost) == 5
+    assert store.fsynced_writes == writes + 1
+    assert {job.lease_until for job in JsonFileStore(tmp_path / "jobs.json").list_jobs()} == {T0 + timedelta(seconds=90)}

@@ -12,7 +12,7 @@ from datetime import timedelta
 import pytest
 
 from scheduler.errors import ConflictError, JobNotFound
-from scheduler.model import Execution, JobStatus, Outcome, Settlement, Source, TickRecord
+from scheduler.model import Execution, JobStatus, Outcome, RunRef, Settlement, Source, TickRecord
 from tests.support.clock import T0
 from tests.support.jobs import make_job
 
@@ -249,3 +249,66 @@ def test_history_is_newest_first_filtered_and_bounded(store):
     window = store.list_executions(since=T0 + timedelta(minutes=3), until=T0 + timedelta(minutes=5))
     assert [e.tick_id for e in window] == ["t4", "t3"]
     assert [t.tick_id for t in store.recent_ticks(3)] == ["t6", "t5", "t4"]
+
+
+# -- extend_leases ------------------------------------------------------------
+
+
+def test_extend_pushes_a_live_lease_and_changes_nothing_else(store):
+    store.add_job(make_job("a1"))
+    store.add_job(make_job("a2"))
+    claimed = claim(store).claimed
+    later = T0 + timedelta(seconds=100)
+    result = store.extend_leases([RunRef.of(job) for job in claimed], now=later, lease_seconds=LEASE)
+    assert result.extended == ["a1", "a2"] and result.lost == []
+    for job in claimed:
+        assert store.get_job(job.id) == job.replace(lease_until=later + timedelta(seconds=LEASE))
+
+
+def test_extend_never_moves_a_lease_backwards(store):
+    store.add_job(make_job("a1"))
+    job = claim(store).claimed[0]
+    result = store.extend_leases([RunRef.of(job)], now=T0 + timedelta(seconds=10), lease_seconds=60)
+    assert result.extended == ["a1"] and result.lost == []
+    assert store.get_job("a1") == job  # T0+70 s is before the claim's T0+300 s
+
+
+def test_extend_refuses_runs_that_no_longer_hold_the_lease(store):
+    for job_id in ("owner", "epoch", "paused", "completed", "cancelled"):
+        store.add_job(make_job(job_id))
+    claimed = {job.id: job for job in claim(store).claimed}
+    # Status changed but the lease fields left as they were: the status alone refuses.
+    for job_id, status in (("paused", JobStatus.PAUSED), ("completed", JobStatus.COMPLETED), ("cancelled", JobStatus.CANCELLED)):
+        store.update_job(job_id, lambda j, status=status: j.replace(status=status))
+    before = {job.id: job for job in store.list_jobs()}
+    runs = [
+        RunRef("owner", "tick-other", claimed["owner"].lease_epoch, claimed["owner"].fire_at),
+        RunRef("epoch", "tick-a", claimed["epoch"].lease_epoch - 1, claimed["epoch"].fire_at),
+        RunRef.of(claimed["paused"]),
+        RunRef.of(claimed["completed"]),
+        RunRef.of(claimed["cancelled"]),
+        RunRef("ghost", "tick-a", 1, T0),
+    ]
+    result = store.extend_leases(runs, now=T0 + timedelta(seconds=100), lease_seconds=LEASE)
+    assert result.extended == [] and result.lost == ["owner", "epoch", "paused", "completed", "cancelled", "ghost"]
+    assert {job.id: job for job in store.list_jobs()} == before
+    with pytest.raises(JobNotFound):
+        store.get_job("ghost")
+
+
+def test_extend_a_mixed_batch_reports_both_lists_exactly(store):
+    for job_id in ("a1", "a2", "a3", "a4"):
+        store.add_job(make_job(job_id))
+    claimed = {job.id: job for job in claim(store).claimed}
+    settled = store.settle_jobs([done(claimed["a2"])], tick=tick()).applied
+    assert settled == ["a2"]
+    taken = claim(store, "tick-b", now=T0 + timedelta(seconds=LEASE)).claimed  # a1, a3, a4 recovered by tick-b
+    assert sorted(j.id for j in taken) == ["a1", "a3", "a4"]
+    fresh = {job.id: job for job in taken}
+    now = T0 + timedelta(seconds=LEASE + 10)
+    runs = [RunRef.of(fresh["a4"]), RunRef.of(claimed["a1"]), RunRef.of(claimed["a2"]), RunRef.of(fresh["a3"])]
+    result = store.extend_leases(runs, now=now, lease_seconds=LEASE)
+    assert result.extended == ["a4", "a3"] and result.lost == ["a1", "a2"]
+    assert store.get_job("a4").lease_until == store.get_job("a3").lease_until == now + timedelta(seconds=LEASE)
+    assert store.get_job("a1") == fresh["a1"]
+    assert store.extend_leases([], now=now, lease_seconds=LEASE).extended == []
