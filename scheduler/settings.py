@@ -9,6 +9,7 @@ variable, so the service fails at start rather than at the first tick.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -31,6 +32,21 @@ GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+_HOST_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+
+
+def _host(value: str) -> str:
+    """An address to bind (``make run``): an IPv4 or IPv6 literal (brackets optional) or a host name."""
+    bare = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+    try:
+        return str(ipaddress.ip_address(bare))
+    except ValueError:
+        pass
+    if _HOST_NAME.fullmatch(value):
+        return value
+    raise ValueError("must be an IP address or a host name (no port, no scheme)")
 
 
 def _bool(value: str) -> bool:
@@ -88,6 +104,8 @@ class Settings:
     local_tick_seconds: float = 60.0
     log_level: str = "INFO"
     metrics_enabled: bool = False
+    metrics_store_cache_seconds: float = 15.0
+    host: str = "127.0.0.1"
     shadow_mode: bool = False
     legacy_interval_seconds: float = 60.0
     chat_auth_audience: str | None = None
@@ -243,6 +261,8 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any], dict[str, Any]]] = {
     "local_tick_seconds": ("SCHEDULER_LOCAL_TICK_SECONDS", float, {"minimum": 1}),
     "log_level": ("LOG_LEVEL", str.upper, {"choices": ("DEBUG", "INFO", "WARNING", "ERROR")}),
     "metrics_enabled": ("METRICS_ENABLED", _bool, {}),
+    "metrics_store_cache_seconds": ("METRICS_STORE_CACHE_SECONDS", float, {"minimum": 0}),
+    "host": ("HOST", _host, {}),
     "shadow_mode": ("SCHEDULER_SHADOW_MODE", _bool, {}),
     "legacy_interval_seconds": ("SCHEDULER_LEGACY_INTERVAL_SECONDS", float, {"minimum": 1}),
     "chat_auth_audience": ("CHAT_AUTH_AUDIENCE", str, {}),
