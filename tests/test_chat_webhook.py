@@ -763,6 +763,100 @@ def test_unknown_job(chat: Chat) -> None:
     assert chat.say("pause 0123456789ab").startswith("Sorry, there is no job `0123456789ab`")
 
 
+# --- times at the calendar's ends --------------------------------------------------------------
+
+LAST = at(9999, 12, 31, 23, 50)  # a Friday; east of UTC it is already year 10000
+
+
+def test_a_reminder_at_the_end_of_the_calendar_is_listed_and_shown_in_any_zone(make_chat, clock: FakeClock, chat_standin: ChatStandIn) -> None:
+    chat = make_chat(CHAT_DEFAULT_TIMEZONE="Pacific/Kiritimati")
+    job, reply = chat.create("remind at 9999-12-31 23:50 tz=UTC last call")
+    assert (job.schedule_at, job.timezone) == (LAST, "UTC")
+    assert reply.endswith("Next run (UTC):\n• Fri 9999-12-31 23:50 UTC")
+    beyond = "Fri 9999-12-31 23:50 UTC (beyond the calendar in Pacific/Kiritimati)"
+    line = f'• `{job.id}` chat_message [pending]: once, on Fri 9999-12-31 at 23:50 UTC, next {beyond} "last call"'
+    assert chat.say("list") == f"Your active jobs (1):\n{line}"
+    assert chat.say("list", BOSS) == f"All active jobs (1):\n{line}, by {ANN}".replace(f' "last call", by {ANN}', f', by {ANN} "last call"')
+    assert chat.say(f"show {job.id}").splitlines()[2:5] == [
+        "Next run (Pacific/Kiritimati / UTC):",
+        f"• {beyond}",
+        f"Created by {ANN} on Tue 2026-01-06 02:00 +14 (2026-01-05 12:00 UTC)",
+    ]
+    assert chat.say(f"show {job.id} tz=America/Adak").splitlines()[3] == "• Fri 9999-12-31 13:50 HST (23:50 UTC)"
+
+    clock.set(LAST)
+    assert chat.tick()["jobs_succeeded"] == 1
+    assert len(chat_standin.received) == 1
+    shown = chat.say(f"show {job.id} tz=Pacific/Kiritimati").splitlines()
+    assert shown[-1] == f"Last run {beyond}: succeeded"
+    history = chat.say(f"history {job.id}").splitlines()
+    assert history[1].startswith(f"• {beyond}, attempt 1: succeeded (")
+    assert f"`{job.id}` chat_message [completed]: once, on Fri 9999-12-31 at 23:50 UTC" in chat.say("list all", BOSS)
+
+
+def test_a_one_off_job_whose_own_zone_is_beyond_the_calendar(chat: Chat) -> None:
+    """A one-off job kept in a zone east of UTC, at the last UTC minutes: its schedule is described in UTC."""
+    job, created = chat.ct.service.create(
+        {"job_type": "log", "schedule_at": "9999-12-31T23:50:00Z", "timezone": "Pacific/Kiritimati", "payload": {}}, created_by=ANN
+    )
+    assert created
+    described = "once, on Fri 9999-12-31 at 23:50 UTC (beyond the calendar in Pacific/Kiritimati)"
+    assert chat.say("list") == f"Your active jobs (1):\n• `{job.id}` log [pending]: {described}, next Fri 9999-12-31 23:50 UTC (beyond the calendar in Pacific/Kiritimati)"
+    assert chat.say(f"show {job.id}").splitlines()[:3] == [
+        f"`{job.id}` (log) is pending: {described}.",
+        "Next run (Pacific/Kiritimati / UTC):",
+        "• Fri 9999-12-31 23:50 UTC (beyond the calendar in Pacific/Kiritimati)",
+    ]
+    assert chat.say(f"history {job.id}") == f"`{job.id}` (log) has not run yet. {described[0].upper()}{described[1:]}."
+
+
+def test_a_recurring_job_whose_later_runs_are_beyond_the_calendar(chat: Chat, clock: FakeClock) -> None:
+    clock.set(at(9999, 6, 1, 12, 0))
+    job, reply = chat.create("remind every 100d tz=Europe/Paris x")
+    assert job.next_run_at == at(9999, 9, 9, 12, 0)
+    runs = ["• Thu 9999-09-09 14:00 CEST (12:00 UTC)", "• Sat 9999-12-18 13:00 CET (12:00 UTC)", "Later runs would be beyond the calendar (year 9999)."]
+    assert reply.splitlines()[2:] == ["Next 2 runs (Europe/Paris / UTC):", *runs]
+    assert chat.say(f"pause {job.id}").splitlines()[2:] == ["Next runs once resumed (Europe/Paris / UTC):", *runs]
+    clock.set(at(9999, 12, 18, 11, 0))  # resumed before its last run in the calendar
+    assert chat.tick()["jobs_due"] == 0  # paused
+    reply = chat.say(f"resume {job.id}")
+    assert reply.splitlines()[2:] == ["Next run (Europe/Paris / UTC):", "• Sat 9999-12-18 13:00 CET (12:00 UTC)", "Later runs would be beyond the calendar (year 9999)."]
+
+
+def test_times_at_the_start_of_the_epoch_west_of_utc(make_chat, clock: FakeClock) -> None:
+    clock.set(at(1970, 1, 1, 0, 5))
+    chat = make_chat(CHAT_DEFAULT_TIMEZONE="America/Adak")
+    job, reply = chat.create("remind in 10m tz=UTC first")
+    assert job.schedule_at == at(1970, 1, 1, 0, 15)
+    shown = chat.say(f"show {job.id}").splitlines()
+    assert shown[2:5] == [
+        "Next run (America/Adak / UTC):",
+        "• Wed 1969-12-31 13:15 BST (1970-01-01 00:15 UTC)",
+        f"Created by {ANN} on Wed 1969-12-31 13:05 BST (1970-01-01 00:05 UTC)",
+    ]
+    assert "next Wed 1969-12-31 13:15 BST (1970-01-01 00:15 UTC)" in chat.say("list", BOSS)
+
+
+@pytest.mark.parametrize(
+    ("when", "tz_name", "text"),
+    [
+        (datetime.max.replace(tzinfo=timezone.utc), "Pacific/Kiritimati", "Fri 9999-12-31 23:59 UTC (beyond the calendar in Pacific/Kiritimati)"),
+        (datetime.max.replace(tzinfo=timezone.utc), "America/Adak", "Fri 9999-12-31 13:59 HST (23:59 UTC)"),
+        # Kiritimati's local mean time was UTC-10:29 (it was west of the date line until 1995),
+        # Adak's UTC+12:13 (Alaska was Russian): the ends of the calendar flip with them.
+        (datetime.min.replace(tzinfo=timezone.utc), "Pacific/Kiritimati", "Mon 0001-01-01 00:00 UTC (beyond the calendar in Pacific/Kiritimati)"),
+        (datetime.min.replace(tzinfo=timezone.utc), "America/Los_Angeles", "Mon 0001-01-01 00:00 UTC (beyond the calendar in America/Los_Angeles)"),
+        (datetime.min.replace(tzinfo=timezone.utc), "America/Adak", "Mon 0001-01-01 12:13 LMT (00:00 UTC)"),
+        (datetime.min.replace(tzinfo=timezone.utc), "UTC", "Mon 0001-01-01 00:00 UTC"),
+        (at(1970, 1, 1), "Pacific/Kiritimati", "Wed 1969-12-31 13:20 -1040 (1970-01-01 00:00 UTC)"),
+    ],
+)
+def test_fmt_is_total_at_both_ends(when: datetime, tz_name: str, text: str) -> None:
+    from web.chat import _fmt
+
+    assert _fmt(when, tz_name) == text
+
+
 # --- help and refusals ------------------------------------------------------------------------
 
 

@@ -363,7 +363,7 @@ class Conversation:
             zone_name = tz_name or self._zone_for(job)
             nxt = f", next {_fmt(job.next_run_at, zone_name)}" if job.next_run_at and not job.status.is_final else ""
             owner = f", by {job.created_by}" if self.is_admin and job.created_by and not self._owns(job) else ""
-            lines.append(f"• `{job.id}` {job.job_type} [{job.status.value}]: {describe_schedule(job)}{nxt}{owner}{_gist(job)}")
+            lines.append(f"• `{job.id}` {job.job_type} [{job.status.value}]: {_describe(job)}{nxt}{owner}{_gist(job)}")
         if len(jobs) > MAX_LISTED:
             lines.append(f"... and {len(jobs) - MAX_LISTED} more")
         return "\n".join(lines)
@@ -383,7 +383,8 @@ class Conversation:
         job, tz_name = self._target(rest, "history")
         runs = self.app.store.list_executions(job_id=job.id, limit=HISTORY_SHOWN)
         if not runs:
-            return f"`{job.id}` ({job.job_type}) has not run yet. {describe_schedule(job)[0].upper()}{describe_schedule(job)[1:]}."
+            described = _describe(job)
+            return f"`{job.id}` ({job.job_type}) has not run yet. {described[0].upper()}{described[1:]}."
         lines = [f"Last {len(runs)} runs of `{job.id}` ({job.job_type}), newest first:"]
         for run in runs:
             error = f": {_clip(run.error, 150)}" if run.error else ""
@@ -484,7 +485,7 @@ class Conversation:
         return job.timezone if job.timezone != "UTC" else self.config.default_timezone
 
     def _summary(self, head: str, job: Job, tz_name: str) -> str:
-        lines = [f"{head}: {describe_schedule(job)}."]
+        lines = [f"{head}: {_describe(job)}."]
         if job.job_type == "chat_message" and isinstance(job.payload.get("text"), str):
             lines.append(f"Message: {_clip(job.payload['text'], 200)}")
         if job.status is JobStatus.FAILED:
@@ -493,12 +494,25 @@ class Conversation:
         if job.status in (JobStatus.COMPLETED, JobStatus.CANCELLED):
             lines.append("No further runs.")
             return "\n".join(lines)
-        times = self.app.service.preview(job.id, PREVIEW_COUNT)
+        times, truncated = self._preview(job)
         label = "Next runs once resumed" if job.status is JobStatus.PAUSED else ("Next run" if len(times) == 1 else f"Next {len(times)} runs")
         zone_label = "UTC" if tz_name == "UTC" else f"{tz_name} / UTC"
-        lines.append(f"{label} ({zone_label}):")
-        lines.extend(f"• {_fmt(t, tz_name)}" for t in times)
+        if times:
+            lines.append(f"{label} ({zone_label}):")
+            lines.extend(f"• {_fmt(t, tz_name)}" for t in times)
+        if truncated:
+            lines.append(f"{'Later runs' if times else 'Its next run'} would be beyond the calendar (year 9999).")
         return "\n".join(lines)
+
+    def _preview(self, job: Job) -> tuple[list[datetime], bool]:
+        """The next :data:`PREVIEW_COUNT` fire times, fewer when a later one would be past
+        year 9999 (fire-time arithmetic raises OverflowError there), and whether that cut them."""
+        for count in range(PREVIEW_COUNT, 0, -1):
+            try:
+                return self.app.service.preview(job.id, count), count < PREVIEW_COUNT
+            except OverflowError:
+                continue
+        return [], True
 
 
 class ConflictRefusal(NotUnderstood):
@@ -524,14 +538,42 @@ def _gist(job: Job) -> str:
     return f' "{_clip(text, 60)}"' if isinstance(text, str) else ""
 
 
+def _ymd_hm(when: datetime) -> str:
+    """``2026-01-05 09:00``, the year always 4 digits (glibc's ``%Y`` does not pad years below 1000)."""
+    return f"{when.year:04d}-{when.month:02d}-{when.day:02d} {when.hour:02d}:{when.minute:02d}"
+
+
+def _beyond(tz_name: str) -> str:
+    return f"(beyond the calendar in {tz_name})"
+
+
 def _fmt(when: datetime, tz_name: str) -> str:
-    """``Mon 2026-01-05 09:00 CET (08:00 UTC)``; the UTC date is shown when it differs."""
-    utc_text = when.strftime("%Y-%m-%d %H:%M")
+    """``Mon 2026-01-05 09:00 CET (08:00 UTC)``; the UTC date is shown when it differs.
+
+    Total for every UTC datetime: where the local wall time falls outside years 1 to
+    9999 (east of UTC on 9999-12-31, west of it on 0001-01-01) ``astimezone`` raises
+    OverflowError, so the time is shown in UTC only, ``... UTC (beyond the calendar in <zone>)``.
+    """
+    utc_text = _ymd_hm(when)
     if tz_name == "UTC":
         return f"{when:%a} {utc_text} UTC"
-    local = when.astimezone(zone(tz_name))
-    utc_part = when.strftime("%H:%M") if local.date() == when.date() else utc_text
-    return f"{local:%a %Y-%m-%d %H:%M} {local.tzname()} ({utc_part} UTC)"
+    try:
+        local = when.astimezone(zone(tz_name))
+    except OverflowError:
+        return f"{when:%a} {utc_text} UTC {_beyond(tz_name)}"
+    utc_part = f"{when.hour:02d}:{when.minute:02d}" if local.date() == when.date() else utc_text
+    return f"{local:%a} {_ymd_hm(local)} {local.tzname()} ({utc_part} UTC)"
+
+
+def _describe(job: Job) -> str:
+    """``describe_schedule(job)``, total: a one-off job whose own zone's wall time at
+    ``schedule_at`` is beyond the calendar is described in UTC, saying so."""
+    try:
+        return describe_schedule(job)
+    except OverflowError:
+        if job.schedule_at is None:
+            raise
+        return f"once, on {job.schedule_at:%a} {_ymd_hm(job.schedule_at).replace(' ', ' at ')} UTC {_beyond(job.timezone)}"
 
 
 def _json_payload(text: str) -> dict[str, Any]:
