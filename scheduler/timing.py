@@ -15,6 +15,7 @@ Cron expressions are evaluated on the wall clock of the job's time zone:
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -40,13 +41,23 @@ def check_cron(expr: str) -> str | None:
     return None
 
 
+# Every IANA name fits (the longest is 32 characters); checked before tzdata turns the
+# name into a file path, where 256+ characters fail with OSError (ENAMETOOLONG).
+MAX_ZONE_NAME = 64
+_ZONE_NAME = re.compile(r"[A-Za-z0-9/_+-]{1,%d}" % MAX_ZONE_NAME)
+
+
 @lru_cache(maxsize=512)
 def zone(name: str) -> ZoneInfo:
-    """The IANA zone ``name``; raises ``ValueError`` naming it when unknown."""
+    """The IANA zone ``name``; raises ``ValueError`` naming it (clipped to 80 characters)
+    when unknown, longer than :data:`MAX_ZONE_NAME`, or not of letters, digits, ``/_-+``."""
     try:
+        if not (isinstance(name, str) and _ZONE_NAME.fullmatch(name)):
+            raise ValueError("not an IANA zone name")
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
-        raise ValueError(f"unknown time zone {name!r}") from exc
+    except (ZoneInfoNotFoundError, ValueError, TypeError, OSError) as exc:
+        shown = f"{name[:80]!r}..." if isinstance(name, str) and len(name) > 80 else repr(name)
+        raise ValueError(f"unknown time zone {shown}") from exc
 
 
 def _hour_is_fixed(expr: str) -> bool:

@@ -837,6 +837,28 @@ def test_times_at_the_start_of_the_epoch_west_of_utc(make_chat, clock: FakeClock
     assert "next Wed 1969-12-31 13:15 BST (1970-01-01 00:15 UTC)" in chat.say("list", BOSS)
 
 
+LONG_ZONE = "Europe/" + "x" * 293  # 300 characters: tzdata's own lookup would fail with ENAMETOOLONG
+
+
+@pytest.mark.parametrize(
+    "text",
+    [f"remind in 1h tz={LONG_ZONE} x", f"remind tz={LONG_ZONE} in 1h x", f"remind in 1h x tz={LONG_ZONE}", f"schedule in 1h tz={LONG_ZONE} log"],
+)
+def test_a_300_character_zone_is_not_understood(chat: Chat, text: str) -> None:
+    reply = chat.say(text)
+    assert reply.startswith(f'Sorry, not understood: "tz={LONG_ZONE[:54]}..." - unknown time zone; use an IANA name such as Europe/Paris'), reply
+    assert "something went wrong" not in reply
+    assert chat.jobs() == []
+
+
+@pytest.mark.parametrize("verb", ["list", "show", "history"])
+def test_a_300_character_display_zone_is_not_understood(chat: Chat, verb: str) -> None:
+    job, _ = chat.create("remind in 10m x")
+    target = "" if verb == "list" else f" {job.id}"
+    reply = chat.say(f"{verb}{target} tz={LONG_ZONE}")
+    assert reply.startswith(f'Sorry, not understood: "tz={LONG_ZONE[:54]}..." - unknown time zone'), reply
+
+
 @pytest.mark.parametrize(
     ("when", "tz_name", "text"),
     [

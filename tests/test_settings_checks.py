@@ -49,3 +49,40 @@ def test_replace_applies_the_same_check() -> None:
     settings = Settings.from_env(BASE | {"AUTH_MODE": "oidc", "CHAT_AUTH_AUDIENCE": "123456789012"})
     with pytest.raises(ConfigError, match=r"^AUTH_MODE=iam with CHAT_AUTH_AUDIENCE='123456789012'"):
         settings.replace(auth_mode="iam")
+
+
+# --- time zone names: checked before tzdata is asked --------------------------------------------
+
+LONG_ZONE = "Europe/" + "x" * 293  # 300 characters: tzdata's file lookup fails with ENAMETOOLONG
+
+
+@pytest.mark.parametrize(
+    "name",
+    [LONG_ZONE, "A" * 65, "Europe/Paris " + "x" * 60, "Europe/Par is", "Europe/Paris\x00", "Europe/../../etc/passwd", "Europe/Pärïs", "", "Europe\\Paris"],
+    ids=["300-chars", "65-chars", "long-with-space", "space", "nul", "dots", "non-ascii", "empty", "backslash"],
+)
+def test_zone_refuses_names_that_cannot_be_iana_zones(name: str) -> None:
+    from scheduler.timing import zone
+
+    with pytest.raises(ValueError) as caught:
+        zone(name)
+    message = str(caught.value)
+    assert message == f"unknown time zone {name[:80]!r}" + ("..." if len(name) > 80 else ""), message
+    assert len(message) <= 120
+
+
+def test_zone_accepts_every_iana_name_and_the_longest_allowed_unknown_is_refused_cleanly() -> None:
+    from zoneinfo import available_timezones
+
+    from scheduler.timing import zone
+
+    for name in available_timezones():
+        assert zone(name).key == name
+    with pytest.raises(ValueError, match=r"^unknown time zone 'Etc/"):
+        zone("Etc/" + "x" * 60)  # 64 characters, the right alphabet: tzdata is asked and says no
+
+
+def test_chat_default_timezone_of_300_characters_is_a_config_error() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(BASE | {"AUTH_MODE": "oidc", "CHAT_DEFAULT_TIMEZONE": LONG_ZONE})
+    assert str(caught.value) == f"CHAT_DEFAULT_TIMEZONE={LONG_ZONE!r}: unknown IANA time zone"
