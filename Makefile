@@ -3,8 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+# The Cloud Tasks emulator (a real gRPC Cloud Tasks server) pins protobuf<5, which google-cloud-firestore
+# cannot share, so it gets a virtualenv of its own; tests/support/tasks_emulator.py runs it from there.
+TASKS_VENV := .venv-tasks
+TASKS_EMULATOR_REQUIREMENT := gcloud-tasks-emulator>=0.6,<0.7
+TASKS_STAMP := $(TASKS_VENV)/.installed-$(shell echo '$(TASKS_EMULATOR_REQUIREMENT)' | cksum | cut -d' ' -f1)
 
-.PHONY: run test venv clean bench drills
+.PHONY: run test venv tasks-venv clean bench drills
 
 venv: $(STAMP)
 
@@ -14,12 +19,20 @@ $(STAMP): requirements.txt requirements-dev.txt
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
+tasks-venv: $(TASKS_STAMP)
+
+$(TASKS_STAMP):
+	@test -x $(TASKS_VENV)/bin/python || $(PYTHON) -m venv $(TASKS_VENV)
+	$(TASKS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check '$(TASKS_EMULATOR_REQUIREMENT)'
+	@rm -f $(TASKS_VENV)/.installed-*
+	@touch $@
+
 ## Serve on :8080 with the JSON store, auth disabled, and a local ticker posting to /cron/tick.
 run: venv
 	ENVIRONMENT=$${ENVIRONMENT:-local} AUTH_MODE=$${AUTH_MODE:-disabled} $(PY) -m web.devserver
 
 ## The whole suite (the Firestore tests start the emulator themselves).
-test: venv
+test: venv tasks-venv
 	$(PY) -m pytest
 
 BENCH_STAMP := $(VENV)/.bench-installed-$(shell cat requirements.txt requirements-dev.txt requirements-bench.txt | cksum | cut -d' ' -f1)
@@ -38,4 +51,4 @@ drills: venv
 	CRONTICK_DRILLS=long $(PY) -m pytest tests/reliability -m slow --timeout 3600
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(TASKS_VENV) .pytest_cache
