@@ -4,8 +4,19 @@ Counters live in this process and are fed by ``/cron/tick`` (``web/tick.py``
 calls :func:`observe_tick` with each :class:`~scheduler.engine.TickOutcome`).
 On Cloud Run each instance has its own counters, reset when it starts; Prometheus
 handles resets, and ``sum()`` across instances gives the service's totals. The
-``crontick_jobs`` and ``crontick_jobs_due`` gauges are read from the store at
-scrape time, so they are the service-wide figures.
+``crontick_jobs`` and ``crontick_jobs_due`` gauges are read from the store, so they
+are the service-wide figures (take ``max()``, not ``sum()``, across instances).
+
+**Store gauges are cached.** Counting by status and counting due jobs scans the
+store (the whole file for the JSON store), and the endpoint takes no token, so a few
+scrapers would otherwise slow every other caller. Each app keeps the last figures
+and reads the store again at most every ``METRICS_STORE_CACHE_SECONDS`` (default 15;
+``0`` reads it on every scrape). At most one refresh is in flight: scrapes that
+arrive meanwhile get the previous figures, or wait for that refresh when there are
+none yet. ``crontick_store_gauges_age_seconds`` is how old the figures are (measured
+on the app's monotonic clock), and ``crontick_store_up`` says whether the latest read
+answered. A failed read is not cached: the good figures are kept (not served while
+``crontick_store_up`` is 0) and the next scrape reads again.
 
 Served only when ``METRICS_ENABLED=true`` (else 404). The endpoint takes no token,
 so that a scraper beside the container (the Cloud Run Managed Prometheus sidecar
@@ -21,7 +32,8 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from flask import Blueprint, Flask, Response, current_app
 from werkzeug.exceptions import NotFound
@@ -34,6 +46,8 @@ from web.context import crontick
 log = logging.getLogger(__name__)
 
 EXTENSION = "crontick_metrics"
+CACHE_EXTENSION = "crontick_metrics_store_cache"
+_CACHE_INIT = threading.Lock()
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 JOB_OUTCOMES = ("succeeded", "failed", "misfired", "deferred")
@@ -126,22 +140,110 @@ def observe_tick(outcome: TickOutcome) -> None:
         collector.observe(outcome)
 
 
+@dataclass(frozen=True)
+class StoreFigures:
+    counts: dict[str, int]
+    due: int
+    read_at: float  # on the cache's monotonic clock
+
+
+@dataclass(frozen=True)
+class StoreReading:
+    """What one scrape shows: ``figures`` are the last good ones (None before the first),
+    ``up`` whether the latest completed read answered."""
+
+    figures: StoreFigures | None
+    up: bool
+
+
+class StoreGaugeCache:
+    """The store's counts for ``/metrics``, read at most every ``max_age`` seconds; thread-safe.
+
+    :meth:`get` returns cached figures younger than ``max_age``. Otherwise one caller
+    (the first) reads the store, outside the lock; callers arriving during that read get
+    the previous reading, or, when there is none yet, wait for it. A read that raises
+    :class:`StoreError` leaves the previous figures in place and marks the reading down;
+    since only a successful read refreshes the figures' time, the next :meth:`get` after
+    ``max_age`` reads again. Any other exception propagates to the reader (a bug) and
+    likewise leaves the figures as they were. ``max_age <= 0`` (or NaN) reads every time.
+    """
+
+    def __init__(self, read: Callable[[], tuple[dict[str, int], int]], *, max_age: float, monotonic: Callable[[], float]) -> None:
+        self._read = read
+        self.max_age = max_age
+        self._monotonic = monotonic
+        self._changed = threading.Condition(threading.Lock())
+        self._figures: StoreFigures | None = None
+        self._up = False
+        self._done = False  # a read has completed (either way)
+        self._reading = False
+
+    def get(self) -> StoreReading:
+        with self._changed:
+            if self._fresh():
+                return StoreReading(self._figures, True)
+            if self._reading:
+                if self._done:
+                    return StoreReading(self._figures, self._up)
+                while not self._done:  # nothing to show yet: wait for the read under way
+                    self._changed.wait()
+                return StoreReading(self._figures, self._up)
+            self._reading = True
+        figures, up = None, False
+        try:
+            counts, due = self._read()
+            figures, up = StoreFigures(dict(counts), due, self._monotonic()), True
+        except StoreError as exc:
+            log.warning("metrics: store unavailable", extra={"json_fields": {"action": "metrics_store_read_failed", "error": str(exc)}})
+        finally:
+            with self._changed:
+                if figures is not None:
+                    self._figures = figures
+                self._up, self._done, self._reading = up, True, False
+                reading = StoreReading(self._figures, up)
+                self._changed.notify_all()
+        return reading
+
+    def age(self, figures: StoreFigures) -> float:
+        return max(self._monotonic() - figures.read_at, 0.0)
+
+    def _fresh(self) -> bool:
+        if self._figures is None or not self._up or not self.max_age > 0:
+            return False
+        return self._monotonic() - self._figures.read_at < self.max_age
+
+
+def _store_cache(ct) -> StoreGaugeCache:
+    """The app's cache, made on first use (the app's store, clock and monotonic clock are wired by then)."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    with _CACHE_INIT:
+        cache = app.extensions.get(CACHE_EXTENSION)
+        if cache is None:
+            def read() -> tuple[dict[str, int], int]:
+                return ct.store.count_by_status(), ct.store.count_due(ct.clock())
+
+            cache = StoreGaugeCache(read, max_age=ct.settings.metrics_store_cache_seconds, monotonic=ct.engine.monotonic)
+            app.extensions[CACHE_EXTENSION] = cache
+        return cache
+
+
 def store_gauges() -> list[str]:
-    ct = crontick()
+    cache = _store_cache(crontick())
+    reading = cache.get()
     lines: list[str] = []
-    _family(lines, "crontick_store_up", "gauge", "1 when the store answered this scrape.")
-    try:
-        counts = ct.store.count_by_status()
-        due = ct.store.count_due(ct.clock())
-    except StoreError as exc:
-        log.warning("metrics: store unavailable", extra={"json_fields": {"error": str(exc)}})
-        lines.append("crontick_store_up 0")
+    _family(lines, "crontick_store_up", "gauge", "1 when the store answered the latest read of the gauges below.")
+    lines.append(f"crontick_store_up {1 if reading.up else 0}")
+    figures = reading.figures
+    if figures is None:
         return lines
-    lines.append("crontick_store_up 1")
+    _family(lines, "crontick_store_gauges_age_seconds", "gauge", "Age of the store figures served (cached up to METRICS_STORE_CACHE_SECONDS).")
+    lines.append(f"crontick_store_gauges_age_seconds {_number(round(cache.age(figures), 3))}")
+    if not reading.up:
+        return lines
     _family(lines, "crontick_jobs", "gauge", "Jobs in the store, by status.")
-    lines += [f'crontick_jobs{{status="{status.value}"}} {counts.get(status.value, 0)}' for status in JobStatus]
+    lines += [f'crontick_jobs{{status="{status.value}"}} {figures.counts.get(status.value, 0)}' for status in JobStatus]
     _family(lines, "crontick_jobs_due", "gauge", "Jobs claimable now (pending and due, or holding an expired lease).")
-    lines.append(f"crontick_jobs_due {due}")
+    lines.append(f"crontick_jobs_due {figures.due}")
     return lines
 
 
