@@ -19,6 +19,7 @@ from flask import Flask
 
 from main import create_app
 from scheduler.errors import ConfigError
+from web.auth import is_allowed
 from tests.support.oidc import (  # noqa: F401 - fixtures are used by name
     AUDIENCE,
     INVOKER,
@@ -272,6 +273,9 @@ def test_token_without_email(tick, token_factory: TokenFactory) -> None:
         ("sa@proj.iam.gserviceaccount.com.attacker.example", 403),
         ("proj.iam.gserviceaccount.com", 403),  # no local part, no "@"
         ("@proj.iam.gserviceaccount.com", 403),  # empty local part
+        ("eve@evil.example@proj.iam.gserviceaccount.com", 403),  # two "@": not one address of that domain
+        ("ops@example.com@proj.iam.gserviceaccount.com", 403),
+        ("sa@", 403),
     ],
 )
 def test_domain_entry_admits_any_email_of_that_domain(make_app: MakeApp, token_factory: TokenFactory, email: str, status: int) -> None:
@@ -281,6 +285,35 @@ def test_domain_entry_admits_any_email_of_that_domain(make_app: MakeApp, token_f
         assert_ok(response)
     else:
         assert_refused(response, 403, "permission_denied", "is not allowed")
+
+
+ALLOWED = frozenset({"ops@example.com", "@corp.example"})
+
+
+@pytest.mark.parametrize(
+    ("email", "allowed"),
+    [
+        ("ops@example.com", True),
+        ("OPS@Example.COM", True),
+        ("eve@corp.example", True),
+        ("EVE@Corp.Example", True),
+        ("a.b+tag@corp.example", True),
+        ("a@b@corp.example", False),
+        ("eve@evil.example@corp.example", False),
+        ("ops@example.com@corp.example", False),
+        ("@corp.example", False),
+        ("corp.example", False),
+        ("eve@corp.example.evil", False),
+        ("eve@sub.corp.example", False),
+        ("eve@corp.exampl", False),
+        ("eve@", False),
+        ("@", False),
+        ("", False),
+        ("other@example.com", False),
+    ],
+)
+def test_is_allowed_parses_one_address(email: str, allowed: bool) -> None:
+    assert is_allowed(email, ALLOWED) is allowed
 
 
 # --- oidc: the certs endpoint ------------------------------------------------

@@ -324,7 +324,9 @@ def test_auth_disabled_admits_without_token(make_chat) -> None:
 # --- who may use it ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sender", [EVE, "eve@example.com.attacker.example", "team.example.com", "@team.example.com", "", None])
+@pytest.mark.parametrize(
+    "sender", [EVE, "eve@example.com.attacker.example", "team.example.com", "@team.example.com", "eve@evil.example@team.example.com", f"{EVE}@{ANN}", "", None]
+)
 def test_unlisted_sender_is_refused_politely_and_nothing_stored(chat: Chat, sender: str | None) -> None:
     for text in ("remind in 10m x", "schedule every 15m log", "list", "help"):
         reply = chat.say(text, sender)

@@ -162,12 +162,17 @@ class TokenVerifier:
 
 
 def is_allowed(email: str, allowed: Collection[str]) -> bool:
-    """``email`` is listed, or its ``@domain`` is. Only a ``local@domain`` email
-    qualifies: without an ``@`` (or with an empty side) the whole string would be
-    taken for the domain, and ``example.com`` would pass an ``@example.com`` entry."""
+    """``email`` is listed, or its whole ``@domain`` is (``allowed`` holds lower-cased
+    entries; ``email`` is compared case-insensitively).
+
+    Only an address of exactly one ``@`` with a non-empty local part and domain
+    qualifies: without an ``@`` the whole string would be taken for the domain
+    (``example.com`` passing an ``@example.com`` entry), and with two the local part
+    would carry another address (``eve@evil.example@corp.example`` passing ``@corp.example``).
+    """
     email = email.lower()
-    local, at, domain = email.rpartition("@")
-    if not (local and at and domain):
+    local, at, domain = email.partition("@")
+    if not (local and at and domain) or "@" in domain:
         return False
     return email in allowed or f"@{domain}" in allowed
 
