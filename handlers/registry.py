@@ -20,26 +20,13 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
+from scheduler.context import Handler, HandlerContext
 from scheduler.errors import HandlerRegistryError
-from scheduler.model import Job
 
+__all__ = ["Handler", "HandlerContext", "HandlerRegistry", "PayloadValidator"]
 
-@dataclass(frozen=True, slots=True)
-class HandlerContext:
-    tick_id: str
-    attempt: int
-    fire_at: datetime
-    deadline: float  # time.monotonic() value after which the engine stops waiting
-
-    def idempotency_key(self, job: Job) -> str:
-        return f"{job.id}@{self.fire_at.isoformat()}"
-
-
-Handler = Callable[[Job, HandlerContext], Any]
 PayloadValidator = Callable[[dict[str, Any]], None]
 
 

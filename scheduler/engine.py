@@ -1,35 +1,71 @@
-"""The tick engine: claim due jobs, run their handlers, settle them, report.
+"""The tick engine: claim due jobs, run (or dispatch) them, settle them, report.
 
 One call to :meth:`TickEngine.run_tick` is one tick. The caller reads the clock
 once and passes ``now``; every fire-time decision in the tick uses it. Elapsed
 time (per-job timeouts, the tick budget) is measured on an injected monotonic
 clock.
 
+One run path serves both modes. :meth:`TickEngine.run_claimed` takes claimed
+jobs and returns their settlements: precheck (dead letter, misfire skip), run
+each handler in a thread with its timeout while the lease heartbeat
+(:mod:`scheduler.heartbeat`) keeps the lease alive, then plan the settlement.
+The inline tick calls it on each claimed batch; ``POST /tasks/run`` calls it
+(through :meth:`TickEngine.run_dispatched`) on the one run a Cloud Tasks task
+names. In ``cloud_tasks`` mode the tick dispatches instead of running.
+
+Isolation: anything that goes wrong with one job (its handler, its catch-up,
+its next fire time, its settlement planning) fails that job's attempt with the
+error recorded; the rest of the batch settles normally.
+
+Data flows one way: stores return what they did (``ClaimResult``,
+``SettleResult``) and the engine, alone, updates the tick's metrics.
+
 The engine knows nothing of HTTP or of any particular store: it talks to a
-:class:`~storage.base.JobStore` and a registry with ``get(job_type)``.
+:class:`~storage.base.JobStore`, a registry with ``get(job_type)`` and, when
+dispatching, a :class:`~scheduler.dispatch.Dispatcher`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
+import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from concurrent.futures import ALL_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from handlers.registry import Handler, HandlerContext
-from scheduler.model import Execution, Job, JobStatus, Misfire, Outcome, Settlement, Source, TickRecord
+from scheduler.clock import utc_now
+from scheduler.context import Handler, HandlerContext
+from scheduler.dispatch import DispatchRequest, Dispatcher
+from scheduler.errors import JobNotFound
+from scheduler.heartbeat import LeaseKeeper
+from scheduler.model import (
+    MAX_CATCH_UP,
+    Execution,
+    Job,
+    JobStatus,
+    Misfire,
+    Outcome,
+    Overlap,
+    RunRef,
+    Settlement,
+    Source,
+    TickRecord,
+)
 from scheduler.settings import Settings
-from scheduler.timing import backoff_delay, catch_up_occurrences, next_fire_after
+from scheduler.timing import backoff_delay, catch_up_occurrences, fire_times_after, next_fire_after
 from storage.base import JobStore
 
 log = logging.getLogger(__name__)
 
 _POLL_SECONDS = 0.05
 _MAX_ERROR_CHARS = 2000
+_DISPATCH_MARGIN_SECONDS = 30.0  # a dispatched run may start this long after its task was created
 
 
 class HandlerLookup(Protocol):
@@ -48,6 +84,30 @@ class RunResult:
     executions: list[Execution] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class PlannedRun:
+    """One claimed job after the run path: what happened, and what to write back."""
+
+    result: RunResult
+    settlement: Settlement
+
+
+@dataclass(frozen=True, slots=True)
+class RunScope:
+    """Who runs a set of claimed jobs, and when: the same shape for the tick and /tasks/run.
+
+    ``now`` is the clock reading for fire-time decisions; ``deadline`` (monotonic)
+    is when the engine stops starting handlers; ``task`` holds Cloud Tasks' headers
+    for the execution record of a dispatched run.
+    """
+
+    tick_id: str
+    source: Source
+    now: datetime
+    deadline: float
+    task: dict[str, Any] | None = None
+
+
 @dataclass(slots=True)
 class TickOutcome:
     tick: TickRecord
@@ -60,17 +120,70 @@ class TickOutcome:
         return {"tick_id": self.tick.tick_id, "duplicate": False, **self.tick.metrics.to_dict()}
 
 
+@dataclass(frozen=True, slots=True)
+class TaskRunOutcome:
+    """What ``POST /tasks/run`` did with one delivered task."""
+
+    job_id: str
+    result: str  # "settled", "lease_lost" or "duplicate_delivery"
+    outcome: str | None = None  # the run's outcome when it ran
+    detail: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "result": self.result, "outcome": self.outcome, "detail": self.detail}
+
+
 def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS]
 
 
+def _overlapped(job: Job, started_at: datetime | None, now: datetime) -> list[datetime]:
+    """Fire times that passed while the run was going: in (max(fire_at, started_at), now]."""
+    if started_at is None or started_at >= now or not job.is_recurring:
+        return []
+    after = max(started_at, job.fire_at or started_at)
+    times: list[datetime] = []
+    for fire in fire_times_after(job, after):
+        if fire > now or len(times) > MAX_CATCH_UP:
+            break
+        times.append(fire)
+    return times
+
+
+def _next_after_success(job: Job, result: RunResult, now: datetime) -> tuple[datetime | None, list[Execution]]:
+    """Where a recurring job goes after a run that did not fail, by its ``overlap`` policy,
+    and the ``skipped_overlap`` records it leaves."""
+    ran = result.executions[-1].fire_at if result.executions else job.fire_at
+    if job.overlap is Overlap.BUFFER_ALL and ran is not None:
+        pending: list[datetime] = []
+        for fire in fire_times_after(job, ran):
+            if fire > now:
+                break
+            pending.append(fire)
+            if len(pending) > MAX_CATCH_UP:
+                pending.pop(0)
+        if pending:
+            return pending[0], []
+        return next_fire_after(job, now), []
+    overlapped = _overlapped(job, result.started_at, now)
+    if job.overlap is Overlap.BUFFER_ONE and overlapped:
+        return overlapped[-1], []
+    skipped = [
+        Execution(job.id, fire, job.attempts, result.executions[-1].tick_id if result.executions else "", Outcome.SKIPPED_OVERLAP, now, 0.0, "fired while the previous run was still going", result.executions[-1].source if result.executions else Source.MANUAL)
+        for fire in overlapped[:MAX_CATCH_UP]
+    ]
+    return next_fire_after(job, now), skipped
+
+
 def plan_settlement(job: Job, result: RunResult, *, now: datetime, settings: Settings, rng: random.Random) -> Settlement:
-    """Pure: the state ``job`` (as claimed) moves to after ``result``."""
+    """Pure: the state ``job`` (as claimed) moves to after ``result``, at ``now`` (the settle time)."""
     base = {"lease_owner": None, "lease_until": None, "updated_at": now}
+    executions = list(result.executions)
     if result.outcome is Outcome.DEFERRED:
         new = job.replace(status=JobStatus.PENDING, attempts=max(job.attempts - 1, 0), **base)
     elif result.outcome in (Outcome.SUCCEEDED, Outcome.MISFIRED):
-        next_run = next_fire_after(job, now) if job.is_recurring else None
+        next_run, skipped = _next_after_success(job, result, now) if job.is_recurring else (None, [])
+        executions += skipped
         new = job.replace(
             status=JobStatus.PENDING if next_run else JobStatus.COMPLETED,
             next_run_at=next_run,
@@ -93,16 +206,22 @@ def plan_settlement(job: Job, result: RunResult, *, now: datetime, settings: Set
             **base,
         )
     else:  # failed on its last attempt, or recovered with no attempts left: dead letter
-        new = job.replace(
-            status=JobStatus.FAILED,
-            next_run_at=None,
-            fire_at=result.failed_fire_at or job.fire_at,
-            last_run_at=result.started_at or job.last_run_at,
-            last_outcome=Outcome.DEAD.value,
-            last_error=result.error,
-            **base,
-        )
-    return Settlement(job=new, expected_owner=job.lease_owner or "", expected_epoch=job.lease_epoch, executions=tuple(result.executions))
+        new = _dead_letter(job, result, now)
+    return Settlement(job=new, expected_owner=job.lease_owner or "", expected_epoch=job.lease_epoch, executions=tuple(executions))
+
+
+def _dead_letter(job: Job, result: RunResult, now: datetime) -> Job:
+    return job.replace(
+        status=JobStatus.FAILED,
+        next_run_at=None,
+        fire_at=result.failed_fire_at or job.fire_at,
+        last_run_at=result.started_at or job.last_run_at,
+        last_outcome=Outcome.DEAD.value,
+        last_error=result.error,
+        lease_owner=None,
+        lease_until=None,
+        updated_at=now,
+    )
 
 
 class TickEngine:
@@ -114,13 +233,23 @@ class TickEngine:
         *,
         rng: random.Random | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        clock: Callable[[], datetime] = utc_now,
+        dispatcher: Dispatcher | None = None,
     ) -> None:
         self.store = store
         self.handlers = handlers
         self.settings = settings
         self.rng = rng or random.Random()
         self.monotonic = monotonic
+        self.clock = clock
+        self.dispatcher = dispatcher
+        self.lease_seconds = (settings.dispatch_lease_seconds or settings.lease_seconds) if dispatcher is not None else settings.lease_seconds
+        self.keeper = LeaseKeeper(store, lease_seconds=self.lease_seconds, clock=clock)
+        # Handlers still running past their timeout, by job type (Python cannot stop a thread).
+        self._abandoned: Counter[str] = Counter()
+        self._abandoned_lock = threading.Lock()
 
+    # -- the tick -------------------------------------------------------------
     def run_tick(self, *, now: datetime, tick_id: str, source: Source = Source.MANUAL, occurrence_key: str | None = None) -> TickOutcome:
         """Run one tick at ``now``. Raises StoreError if the store fails (claimed jobs then
         stay leased until ``lease_until`` and are recovered by a later tick)."""
@@ -129,13 +258,14 @@ class TickEngine:
         deadline = started + settings.tick_budget_seconds
         tick = TickRecord(tick_id=tick_id, started_at=now, source=source, occurrence_key=occurrence_key)
         metrics = tick.metrics
+        scope = RunScope(tick_id=tick_id, source=source, now=now, deadline=deadline)
         more_due = True
         while more_due:
-            if self.monotonic() + settings.job_timeout_seconds > deadline and metrics.jobs_due:
+            if self.dispatcher is None and self.monotonic() + settings.job_timeout_seconds > deadline and metrics.jobs_due:
                 break  # no time left to run another batch to completion
-            claim = self.store.claim_due_jobs(now=now, tick=tick, lease_seconds=settings.lease_seconds, limit=settings.claim_batch_size)
+            claim = self.store.claim_due_jobs(now=now, tick=tick, lease_seconds=self.lease_seconds, limit=settings.claim_batch_size)
             if claim.duplicate_of is not None:
-                log.info("Duplicate tick request ignored", extra={"json_fields": {"tick_id": tick_id, "duplicate_of": claim.duplicate_of.tick_id, "occurrence_key": occurrence_key}})
+                log.info("Duplicate tick request ignored", extra={"json_fields": {"action": "tick_duplicate", "tick_id": tick_id, "duplicate_of": claim.duplicate_of.tick_id, "occurrence_key": occurrence_key}})
                 return TickOutcome(tick=tick, duplicate_of=claim.duplicate_of)
             metrics.jobs_checked += claim.checked
             metrics.jobs_due += len(claim.claimed) + claim.conflicts
@@ -144,33 +274,35 @@ class TickEngine:
             more_due = claim.more_due and len(claim.claimed) > 0
             if not claim.claimed:
                 break
-            settlements = self._run_batch(claim.claimed, now=now, tick=tick, deadline=deadline)
+            if self.dispatcher is not None:
+                planned = self._dispatch(claim.claimed, scope, metrics)
+            else:
+                planned = self._run_guarded(claim.claimed, scope)
+            self._count(planned, metrics)
             tick.finished_at = now + timedelta(seconds=self.monotonic() - started)
             metrics.duration_ms = round((self.monotonic() - started) * 1000, 3)
-            self.store.settle_jobs(settlements, tick=tick)
-        if more_due and metrics.jobs_due:
+            if planned:
+                # The store gets a copy: it records the tick with its lease_lost, we count ours from its answer.
+                settled = self.store.settle_jobs([run.settlement for run in planned], tick=dataclasses.replace(tick, metrics=dataclasses.replace(metrics)))
+                metrics.lease_lost += len(settled.lost)
+        if more_due and metrics.jobs_due and self.dispatcher is None:
             left = self.store.count_due(now)
             metrics.jobs_deferred += left
             metrics.jobs_due += left
+        metrics.runs_abandoned = self.abandoned_runs()
+        if metrics.runs_abandoned:
+            log.warning(
+                "Handlers still running past their timeout",
+                extra={"json_fields": {"action": "runs_abandoned", "tick_id": tick_id, "runs_abandoned": metrics.runs_abandoned, "by_job_type": self.abandoned_by_type()}},
+            )
         metrics.duration_ms = round((self.monotonic() - started) * 1000, 3)
-        log.info("Scheduler tick completed", extra={"json_fields": {"tick_id": tick_id, "source": source.value, **metrics.to_dict()}})
+        log.info("Scheduler tick completed", extra={"json_fields": {"action": "tick_completed", "tick_id": tick_id, "source": source.value, **metrics.to_dict()}})
         return TickOutcome(tick=tick)
 
-    # -- one batch --------------------------------------------------------
-    def _run_batch(self, jobs: list[Job], *, now: datetime, tick: TickRecord, deadline: float) -> list[Settlement]:
-        metrics = tick.metrics
-        results: dict[str, RunResult] = {}
-        runnable: list[Job] = []
-        for job in jobs:
-            early = self._precheck(job, now=now, tick=tick)
-            if early is None:
-                runnable.append(job)
-            else:
-                results[job.id] = early
-        results.update(self._execute(runnable, now=now, tick=tick, deadline=deadline))
-        settlements = []
-        for job in jobs:
-            result = results[job.id]
+    @staticmethod
+    def _count(planned: Sequence[PlannedRun], metrics: Any) -> None:
+        for run in planned:
+            result = run.result
             if result.outcome is Outcome.DEFERRED:
                 metrics.jobs_deferred += 1
             elif result.outcome is Outcome.MISFIRED:
@@ -181,39 +313,168 @@ class TickEngine:
                     metrics.jobs_succeeded += 1
                 else:
                     metrics.jobs_failed += 1
-            elif result.outcome is Outcome.DEAD:
+            elif result.outcome in (Outcome.DEAD, Outcome.FAILED):
                 metrics.jobs_failed += 1
-            settlement = plan_settlement(job, result, now=now, settings=self.settings, rng=self.rng)
+
+    # -- dispatch (cloud_tasks mode) ------------------------------------------
+    def _dispatch(self, jobs: list[Job], scope: RunScope, metrics: Any) -> list[PlannedRun]:
+        """Settle what the tick can decide alone (dead letters, misfire skips); create a
+        task for every other run, which stays leased until /tasks/run settles it."""
+        assert self.dispatcher is not None
+        settlements: list[PlannedRun] = []
+        requests: list[DispatchRequest] = []
+        for job in jobs:
+            early = self._guarded_precheck(job, scope)
+            if early is not None:
+                settlements.append(PlannedRun(early, self._plan(job, early, scope.now)))
+            else:
+                requests.append(DispatchRequest(RunRef.of(job), self._timeout(job)))
+        if requests:
+            result = self.dispatcher.dispatch(requests)
+            metrics.jobs_dispatched += len(result.dispatched)
+            metrics.jobs_dispatch_failed += len(result.failed)
+            for job_id, error in result.failed.items():
+                log.warning("Task not created; the run stays leased and is recovered after its lease", extra={"json_fields": {"action": "dispatch_failed", "tick_id": scope.tick_id, "job_id": job_id, "error": error}})
+        return settlements
+
+    # -- /tasks/run -------------------------------------------------------------
+    def run_dispatched(self, run: RunRef, *, task: dict[str, Any] | None = None) -> TaskRunOutcome:
+        """Run the one run a Cloud Tasks task names, through the same run path as the tick.
+
+        Runs nothing (``duplicate_delivery``) unless the stored job still holds the lease
+        the task names: a redelivered task, or one whose run was settled, taken over or
+        paused meanwhile. Raises StoreError when the store is unavailable (the caller
+        answers 503 so Cloud Tasks retries).
+        """
+        try:
+            job = self.store.get_job(run.job_id)
+        except JobNotFound:
+            return TaskRunOutcome(run.job_id, "duplicate_delivery", detail="no such job")
+        if job.status is not JobStatus.RUNNING or job.lease_owner != run.lease_owner or job.lease_epoch != run.lease_epoch:
+            log.info("Stale or duplicate task delivery; nothing run", extra={"json_fields": {"action": "duplicate_delivery", "job_id": run.job_id, "lease_epoch": run.lease_epoch, "stored_epoch": job.lease_epoch, "task": task}})
+            return TaskRunOutcome(run.job_id, "duplicate_delivery", detail=f"the job is {job.status.value} with lease epoch {job.lease_epoch}")
+        now = self.clock()
+        scope = RunScope(tick_id=run.lease_owner, source=Source.CLOUD_TASKS, now=now, deadline=self.monotonic() + self._timeout(job) + 1.0, task=task)
+        [planned] = self._run_guarded([job], scope, settle_clock=self.clock)
+        settled = self.store.settle_jobs([planned.settlement], tick=None)
+        outcome = planned.result.outcome.value
+        if settled.lost:
+            return TaskRunOutcome(run.job_id, "lease_lost", outcome=outcome, detail="the lease was taken while the handler ran; its result was not applied")
+        return TaskRunOutcome(run.job_id, "settled", outcome=outcome)
+
+    # -- the run path ---------------------------------------------------------------
+    def run_claimed(self, jobs: list[Job], scope: RunScope, *, settle_clock: Callable[[], datetime] | None = None) -> list[PlannedRun]:
+        """Precheck, run with timeout and heartbeat, and plan the settlement of each of
+        ``jobs`` (as claimed). Never raises for one job's failure."""
+        results: dict[str, RunResult] = {}
+        runnable: list[Job] = []
+        for job in jobs:
+            early = self._guarded_precheck(job, scope)
+            if early is None:
+                runnable.append(job)
+            else:
+                results[job.id] = early
+        results.update(self._execute(runnable, scope))
+        settle_now = settle_clock() if settle_clock is not None else scope.now
+        planned = []
+        for job in jobs:
+            result = results[job.id]
+            settlement = self._plan(job, result, settle_now)
             if result.outcome is not Outcome.DEFERRED:
                 log.log(
                     logging.INFO if result.outcome in (Outcome.SUCCEEDED, Outcome.MISFIRED) else logging.WARNING,
                     "Job %s", settlement.job.last_outcome,
-                    extra={"json_fields": {"tick_id": tick.tick_id, "job_id": job.id, "job_type": job.job_type, "attempt": job.attempts, "duration_ms": result.duration_ms, "outcome": settlement.job.last_outcome, "error": result.error}},
+                    extra={"json_fields": {"action": "job_settled", "tick_id": scope.tick_id, "job_id": job.id, "job_type": job.job_type, "attempt": job.attempts, "duration_ms": result.duration_ms, "outcome": settlement.job.last_outcome, "error": result.error}},
                 )
-            settlements.append(settlement)
-        return settlements
+            planned.append(PlannedRun(result, settlement))
+        return planned
 
-    def _precheck(self, job: Job, *, now: datetime, tick: TickRecord) -> RunResult | None:
+    def _run_guarded(self, jobs: list[Job], scope: RunScope, *, settle_clock: Callable[[], datetime] | None = None) -> list[PlannedRun]:
+        """:meth:`run_claimed`, and should the engine itself fail, a failed attempt for
+        every job rather than a batch left leased until its lease runs out."""
+        try:
+            return self.run_claimed(jobs, scope, settle_clock=settle_clock)
+        except Exception as exc:
+            log.exception("Tick engine error; the batch is settled as failed attempts", extra={"json_fields": {"action": "engine_error", "tick_id": scope.tick_id}})
+            failed = RunResult(Outcome.FAILED, error=f"internal error in the tick: {_error_text(exc)}")
+            return [PlannedRun(failed, self._plan(job, failed, scope.now)) for job in jobs]
+
+    def _plan(self, job: Job, result: RunResult, now: datetime) -> Settlement:
+        try:
+            return plan_settlement(job, result, now=now, settings=self.settings, rng=self.rng)
+        except Exception as exc:  # e.g. a schedule whose next fire time overflows the calendar
+            error = f"cannot plan the next run: {_error_text(exc)}"
+            log.error("Job dead-lettered: its settlement cannot be planned", extra={"json_fields": {"action": "settlement_unplannable", "job_id": job.id, "error": error}})
+            executions = tuple(result.executions) or (Execution(job.id, job.fire_at or now, job.attempts, job.lease_owner or "", Outcome.DEAD, now, 0.0, error),)
+            failed = RunResult(Outcome.DEAD, error=error, started_at=result.started_at)
+            return Settlement(_dead_letter(job, failed, now), job.lease_owner or "", job.lease_epoch, executions)
+
+    def _guarded_precheck(self, job: Job, scope: RunScope) -> RunResult | None:
+        try:
+            return self._precheck(job, scope)
+        except Exception as exc:
+            error = f"cannot prepare the run: {_error_text(exc)}"
+            return RunResult(Outcome.FAILED, error=error, executions=[Execution(job.id, job.fire_at or scope.now, job.attempts, scope.tick_id, Outcome.FAILED, scope.now, 0.0, error, scope.source, scope.task)])
+
+    def _precheck(self, job: Job, scope: RunScope) -> RunResult | None:
         """Outcomes decided without running the handler, or None to run it."""
+        now = scope.now
         if job.attempts > job.max_attempts:
             error = f"lease expired during attempt {job.attempts - 1} of {job.max_attempts} (process died or ran past its lease)"
             return RunResult(Outcome.DEAD, error=error)
         fire_at = job.fire_at or now
         if job.is_recurring and job.misfire is Misfire.SKIP and job.attempts == 1 and (now - fire_at).total_seconds() > job.misfire_grace_seconds:
-            execution = Execution(job.id, fire_at, job.attempts, tick.tick_id, Outcome.MISFIRED, now, 0.0, f"late by {(now - fire_at).total_seconds():.0f} s", tick.source)
+            execution = Execution(job.id, fire_at, job.attempts, scope.tick_id, Outcome.MISFIRED, now, 0.0, f"late by {(now - fire_at).total_seconds():.0f} s", scope.source, scope.task)
             return RunResult(Outcome.MISFIRED, started_at=None, executions=[execution])
         return None
 
-    def _execute(self, jobs: list[Job], *, now: datetime, tick: TickRecord, deadline: float) -> dict[str, RunResult]:
+    def _timeout(self, job: Job) -> float:
+        return job.timeout_seconds or self.settings.job_timeout_seconds
+
+    # -- running handlers ---------------------------------------------------------------
+    def abandoned_runs(self) -> int:
+        with self._abandoned_lock:
+            return sum(self._abandoned.values())
+
+    def abandoned_by_type(self) -> dict[str, int]:
+        with self._abandoned_lock:
+            return {name: count for name, count in self._abandoned.items() if count}
+
+    def _abandon(self, job: Job, future: Future[RunResult]) -> None:
+        with self._abandoned_lock:
+            self._abandoned[job.job_type] += 1
+
+        def finished(_: Future[RunResult]) -> None:
+            with self._abandoned_lock:
+                self._abandoned[job.job_type] -= 1
+            log.info("An abandoned handler finished", extra={"json_fields": {"action": "abandoned_run_finished", "job_id": job.id, "job_type": job.job_type}})
+
+        future.add_done_callback(finished)
+
+    def _refuse_abandoned(self, job: Job) -> bool:
+        limit = self.settings.max_abandoned_runs
+        with self._abandoned_lock:
+            held = self._abandoned[job.job_type]
+        if held < limit:
+            return False
+        log.warning(
+            "Run refused: too many runs of this job type are still running past their timeout",
+            extra={"json_fields": {"action": "run_refused_abandoned", "job_id": job.id, "job_type": job.job_type, "abandoned": held, "limit": limit}},
+        )
+        return True
+
+    def _execute(self, jobs: list[Job], scope: RunScope) -> dict[str, RunResult]:
         if not jobs:
             return {}
         starts: dict[str, float] = {}
-        timeouts = {job.id: job.timeout_seconds or self.settings.job_timeout_seconds for job in jobs}
-        pool = ThreadPoolExecutor(max_workers=min(self.settings.max_concurrency, len(jobs)), thread_name_prefix=f"tick-{tick.tick_id[:8]}")
+        timeouts = {job.id: self._timeout(job) for job in jobs}
+        cancels = {job.id: threading.Event() for job in jobs}
+        by_id = {job.id: job for job in jobs}
+        pool = ThreadPoolExecutor(max_workers=min(self.settings.max_concurrency, len(jobs)), thread_name_prefix=f"run-{scope.tick_id[:8]}")
         futures: dict[str, Future[RunResult]] = {}
         try:
             for job in jobs:
-                futures[job.id] = pool.submit(self._run_one, job, now, tick, deadline, timeouts[job.id], starts)
+                futures[job.id] = pool.submit(self._run_one, job, scope, timeouts[job.id], starts, cancels[job.id])
             results: dict[str, RunResult] = {}
             pending = set(futures)
             while pending:
@@ -222,17 +483,22 @@ class TickEngine:
                 for job_id in list(pending):
                     future = futures[job_id]
                     if future.done():
-                        results[job_id] = future.result()
-                    elif job_id not in starts and clock >= deadline and future.cancel():
+                        try:
+                            results[job_id] = future.result()
+                        except Exception as exc:  # _run_one catches everything; this is a bug guard
+                            results[job_id] = RunResult(Outcome.FAILED, error=f"internal error running the handler: {_error_text(exc)}", started_at=scope.now)
+                    elif job_id not in starts and clock >= scope.deadline and future.cancel():
                         results[job_id] = RunResult(Outcome.DEFERRED)
                     elif job_id in starts and clock - starts[job_id] >= timeouts[job_id]:
-                        results[job_id] = self._timed_out(next(j for j in jobs if j.id == job_id), now, tick, timeouts[job_id], clock - starts[job_id])
+                        cancels[job_id].set()
+                        self._abandon(by_id[job_id], future)
+                        results[job_id] = self._timed_out(by_id[job_id], scope, timeouts[job_id], clock - starts[job_id])
                     else:
                         continue
                     pending.discard(job_id)
             return results
         finally:
-            # A handler that overran its timeout keeps its thread; we stop waiting for it.
+            # A handler that overran its timeout keeps its thread (counted in _abandoned); we stop waiting for it.
             pool.shutdown(wait=False, cancel_futures=True)
 
     def _wait_seconds(self, pending: set[str], starts: dict[str, float], timeouts: dict[str, float]) -> float:
@@ -240,37 +506,49 @@ class TickEngine:
         ends = [starts[j] + timeouts[j] - clock for j in pending if j in starts]
         return max(min(ends, default=_POLL_SECONDS), 0.001) if ends else _POLL_SECONDS
 
-    def _timed_out(self, job: Job, now: datetime, tick: TickRecord, timeout: float, elapsed: float) -> RunResult:
-        error = f"timed out after {timeout:g} s"
-        fire_at = job.fire_at or now
-        execution = Execution(job.id, fire_at, job.attempts, tick.tick_id, Outcome.FAILED, now, round(elapsed * 1000, 3), error, tick.source)
-        return RunResult(Outcome.FAILED, error=error, started_at=now, duration_ms=round(elapsed * 1000, 3), executions=[execution])
+    def _timed_out(self, job: Job, scope: RunScope, timeout: float, elapsed: float) -> RunResult:
+        error = f"timed out after {timeout:g} s"  # ctx.cancelled is set; the thread may still finish (README: Handlers)
+        fire_at = job.fire_at or scope.now
+        execution = Execution(job.id, fire_at, job.attempts, scope.tick_id, Outcome.FAILED, scope.now, round(elapsed * 1000, 3), error, scope.source, scope.task)
+        return RunResult(Outcome.FAILED, error=error, started_at=scope.now, duration_ms=round(elapsed * 1000, 3), executions=[execution])
 
-    def _run_one(self, job: Job, now: datetime, tick: TickRecord, deadline: float, timeout: float, starts: dict[str, float]) -> RunResult:
+    def _run_one(self, job: Job, scope: RunScope, timeout: float, starts: dict[str, float], cancelled: threading.Event) -> RunResult:
         begin = self.monotonic()
-        if begin + timeout > deadline:
+        if begin + timeout > scope.deadline or self._refuse_abandoned(job):
             return RunResult(Outcome.DEFERRED)
         starts[job.id] = begin
-        handler = self.handlers.get(job.job_type)
+        run = self.keeper.hold(job, cancelled)
+        try:
+            return self._call_handler(job, scope, begin, timeout, cancelled)
+        finally:
+            self.keeper.release(run)
+
+    def _call_handler(self, job: Job, scope: RunScope, begin: float, timeout: float, cancelled: threading.Event) -> RunResult:
+        now = scope.now
         fire_at = job.fire_at or now
-        occurrences = [fire_at]
-        if job.misfire is Misfire.RUN_ALL and job.is_recurring:
-            occurrences, dropped = catch_up_occurrences(job, fire_at, now)
-            if dropped:
-                log.warning("run_all catch-up bounded", extra={"json_fields": {"job_id": job.id, "dropped": dropped, "ran": len(occurrences)}})
         executions: list[Execution] = []
-        for occurrence in occurrences:
-            t0 = self.monotonic()
-            ctx = HandlerContext(tick_id=tick.tick_id, attempt=job.attempts, fire_at=occurrence, deadline=begin + timeout)
-            try:
+        occurrence = fire_at
+        t0 = begin
+        try:
+            handler = self.handlers.get(job.job_type)
+            occurrences = [fire_at]
+            if job.misfire is Misfire.RUN_ALL and job.is_recurring:
+                occurrences, dropped = catch_up_occurrences(job, fire_at, now)
+                if dropped:
+                    log.warning("run_all catch-up bounded", extra={"json_fields": {"action": "catch_up_bounded", "job_id": job.id, "dropped": dropped, "ran": len(occurrences)}})
+            for occurrence in occurrences:
+                t0 = self.monotonic()
+                ctx = HandlerContext(tick_id=scope.tick_id, attempt=job.attempts, fire_at=occurrence, deadline=begin + timeout, cancelled=cancelled)
                 if handler is None:
                     raise LookupError(f"no handler registered for job_type {job.job_type!r}")
                 handler(job, ctx)
-            except Exception as exc:  # a handler's failure is data, not a crash
-                error = _error_text(exc)
-                executions.append(Execution(job.id, occurrence, job.attempts, tick.tick_id, Outcome.FAILED, now, _ms(t0, self.monotonic()), error, tick.source))
-                return RunResult(Outcome.FAILED, error=error, started_at=now, duration_ms=_ms(begin, self.monotonic()), failed_fire_at=occurrence, executions=executions)
-            executions.append(Execution(job.id, occurrence, job.attempts, tick.tick_id, Outcome.SUCCEEDED, now, _ms(t0, self.monotonic()), None, tick.source))
+                executions.append(Execution(job.id, occurrence, job.attempts, scope.tick_id, Outcome.SUCCEEDED, now, _ms(t0, self.monotonic()), None, scope.source, scope.task))
+                if cancelled.is_set():
+                    break
+        except Exception as exc:  # a handler's failure (or its catch-up's) is data, not a crash
+            error = _error_text(exc)
+            executions.append(Execution(job.id, occurrence, job.attempts, scope.tick_id, Outcome.FAILED, now, _ms(t0, self.monotonic()), error, scope.source, scope.task))
+            return RunResult(Outcome.FAILED, error=error, started_at=now, duration_ms=_ms(begin, self.monotonic()), failed_fire_at=occurrence, executions=executions)
         return RunResult(Outcome.SUCCEEDED, started_at=now, duration_ms=_ms(begin, self.monotonic()), executions=executions)
 
 

@@ -72,10 +72,9 @@ class JobLimits:
 
     @classmethod
     def for_settings(cls, settings: Any) -> JobLimits:
-        dispatch = getattr(settings, "dispatch", "inline")
-        if dispatch == "cloud_tasks":
-            return cls(dispatch, MAX_TIMEOUT_SECONDS_TASKS)
-        return cls(dispatch, float(settings.tick_budget_seconds))
+        if settings.dispatch == "cloud_tasks":
+            return cls("cloud_tasks", MAX_TIMEOUT_SECONDS_TASKS)
+        return cls("inline", float(settings.tick_budget_seconds))
 
     def timeout_problem(self, value: float) -> str | None:
         if MIN_TIMEOUT_SECONDS <= value <= self.max_timeout_seconds and (self.dispatch != "inline" or value < self.max_timeout_seconds):

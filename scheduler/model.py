@@ -60,6 +60,19 @@ class Misfire(StrEnum):
     RUN_ALL = "run_all"  # run every missed fire time (at most MAX_CATCH_UP), in order
 
 
+class Overlap(StrEnum):
+    """What a recurring job does with fire times that come while its previous run is still going.
+
+    ``misfire`` decides fire times missed while *no* run was going (the service was
+    down, a tick came late); ``overlap`` decides those that pass *during* a run.
+    """
+
+    SKIP = "skip"  # drop them, each recorded in history as skipped_overlap
+    BUFFER_ONE = "buffer_one"  # one catch-up run right after the current one settles
+    BUFFER_ALL = "buffer_all"  # each, oldest first, one run per occurrence (at most MAX_CATCH_UP)
+    REPLACE = "replace"  # the new occurrence takes the lease; the running handler is cancelled
+
+
 class Outcome(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"  # handler raised or timed out; retried while attempts remain
@@ -67,6 +80,7 @@ class Outcome(StrEnum):
     MISFIRED = "misfired"  # skipped by the ``skip`` misfire policy, not run
     DEFERRED = "deferred"  # claimed but not started before the tick budget ran out
     LEASE_LOST = "lease_lost"  # ran, but another tick took the lease meanwhile
+    SKIPPED_OVERLAP = "skipped_overlap"  # fired while the previous run was still going (overlap=skip)
 
 
 class Source(StrEnum):
@@ -75,6 +89,7 @@ class Source(StrEnum):
     CLOUD_SCHEDULER = "cloud_scheduler"
     LEGACY_LOOP = "legacy_loop"
     MANUAL = "manual"
+    CLOUD_TASKS = "cloud_tasks"  # a dispatched run, delivered to /tasks/run
 
 
 MAX_CATCH_UP = 100
@@ -127,6 +142,7 @@ class Job:
     timezone: str = "UTC"
     misfire: Misfire = Misfire.RUN_ONCE
     misfire_grace_seconds: int = 60
+    overlap: Overlap = Overlap.SKIP
     max_attempts: int = 3
     timeout_seconds: float | None = None  # None: SCHEDULER_JOB_TIMEOUT_SECONDS
     attempts: int = 0
@@ -175,6 +191,7 @@ class Job:
                 values[name] = from_iso(values[name])
         values["status"] = JobStatus(values["status"])
         values["misfire"] = Misfire(values.get("misfire", Misfire.RUN_ONCE))
+        values["overlap"] = Overlap(values.get("overlap", Overlap.SKIP))
         return cls(**values)
 
 
@@ -197,9 +214,10 @@ class Execution:
     duration_ms: float
     error: str | None = None
     source: Source = Source.MANUAL
+    task: dict[str, Any] | None = None  # dispatched runs: Cloud Tasks' task name, retry and execution counts
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "job_id": self.job_id,
             "fire_at": to_iso(self.fire_at),
             "attempt": self.attempt,
@@ -210,6 +228,9 @@ class Execution:
             "error": self.error,
             "source": self.source.value,
         }
+        if self.task is not None:
+            out["task"] = self.task
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Execution:
@@ -223,6 +244,7 @@ class Execution:
             duration_ms=data["duration_ms"],
             error=data.get("error"),
             source=Source(data.get("source", Source.MANUAL)),
+            task=data.get("task"),
         )
 
 
@@ -273,6 +295,9 @@ class TickMetrics:
     jobs_deferred: int = 0
     jobs_misfired: int = 0
     lease_lost: int = 0
+    jobs_dispatched: int = 0
+    jobs_dispatch_failed: int = 0
+    runs_abandoned: int = 0  # handlers of this process still running past their timeout, at the tick's end
     duration_ms: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -312,5 +337,8 @@ class TickRecord:
             source=Source(data["source"]),
             occurrence_key=data.get("occurrence_key"),
             finished_at=from_iso(data.get("finished_at")),
-            metrics=TickMetrics(**data.get("metrics", {})),
+            metrics=TickMetrics(**{k: v for k, v in data.get("metrics", {}).items() if k in _METRIC_FIELDS}),
         )
+
+
+_METRIC_FIELDS = frozenset(f.name for f in dataclasses.fields(TickMetrics))

@@ -92,6 +92,7 @@ class Settings:
     json_path: str = "./data/jobs.json"
     json_lock_timeout_seconds: float = 10.0
     max_concurrency: int = 8
+    max_abandoned_runs: int = 4  # per job type: runs past their timeout whose threads still run
     lease_seconds: float = 300.0
     tick_budget_seconds: float = 150.0
     job_timeout_seconds: float = 60.0
@@ -249,6 +250,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any], dict[str, Any]]] = {
     "json_path": ("SCHEDULER_JSON_PATH", str, {}),
     "json_lock_timeout_seconds": ("SCHEDULER_JSON_LOCK_TIMEOUT_SECONDS", float, {"minimum": 0.01}),
     "max_concurrency": ("SCHEDULER_MAX_CONCURRENCY", int, {"minimum": 1}),
+    "max_abandoned_runs": ("SCHEDULER_MAX_ABANDONED_RUNS", int, {"minimum": 1}),
     "lease_seconds": ("SCHEDULER_LEASE_SECONDS", float, {"minimum": 1}),
     "tick_budget_seconds": ("SCHEDULER_TICK_BUDGET_SECONDS", float, {"minimum": 0.1}),
     "job_timeout_seconds": ("SCHEDULER_JOB_TIMEOUT_SECONDS", float, {"minimum": 0.01}),

@@ -145,17 +145,19 @@ class JobStore(Protocol):
         claimed, ``tick`` is stored (as started) in the same unit.
         """
 
-    def settle_jobs(self, settlements: Sequence[Settlement], *, tick: TickRecord) -> SettleResult:
+    def settle_jobs(self, settlements: Sequence[Settlement], *, tick: TickRecord | None) -> SettleResult:
         """Write back the outcome of claimed jobs, fenced, plus history and the tick record.
 
         For each settlement: if the stored job's ``lease_owner`` and
         ``lease_epoch`` equal ``expected_owner``/``expected_epoch``, replace the
         job with ``settlement.job`` and append its executions; otherwise write
         nothing to the job, append its executions with outcome ``lease_lost``,
-        and list its id in ``lost``. Then add ``len(lost)`` to
-        ``tick.metrics.lease_lost`` and store ``tick`` (replacing the record with
-        the same ``tick_id``). Executions beyond the store's history limit are
-        dropped, oldest first.
+        and list its id in ``lost``. Then, when ``tick`` is given, store a copy of
+        it whose ``metrics.lease_lost`` is raised by ``len(lost)`` (replacing the
+        record with the same ``tick_id``); ``tick`` itself is not changed: the
+        caller counts from the result. ``/tasks/run`` passes ``None``: a
+        dispatched run writes no tick record. Executions beyond the store's
+        history limit are dropped, oldest first.
         """
 
     def extend_leases(self, runs: Sequence[RunRef], *, now: datetime, lease_seconds: float) -> ExtendResult:
