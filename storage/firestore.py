@@ -84,7 +84,8 @@ from typing import TYPE_CHECKING, Any
 
 from scheduler.errors import ConflictError, JobNotFound, StoreCorrupt, StoreError, StoreUnavailable
 from scheduler.model import Execution, Job, JobStatus, Outcome, RunRef, Settlement, Source, TickMetrics, TickRecord
-from storage.base import ClaimResult, ExtendResult, SettleResult
+from storage.base import ClaimResult, ExtendResult, RestoreResult, SettleResult
+from storage.table import unchanged_by_restore
 
 if TYPE_CHECKING:
     from scheduler.settings import Settings
@@ -98,6 +99,7 @@ _OK, _NOT_FOUND, _ALREADY_EXISTS, _FAILED_PRECONDITION = 0, 5, 6, 9
 _MAX_REQUEST_BYTES = 8 * 1024 * 1024  # Firestore refuses requests over 10 MiB
 _SETTLE_ROUNDS = 5
 _UPDATE_ATTEMPTS = 10
+_RESTORE_WRITES_PER_RPC = 500  # the documented cap of a Firestore write batch
 _RPC_METHODS = (
     "batch_get_documents",
     "run_query",
@@ -912,6 +914,108 @@ class FirestoreStore:
         for settlement in settlements:
             (result.applied if decided[settlement.job.id] else result.lost).append(settlement.job.id)
         return result
+
+    # -- import --------------------------------------------------------------
+    def restore_jobs(self, jobs: Sequence[Job]) -> RestoreResult:
+        """Atomic per job, by batched writes with preconditions (not transactions).
+
+        One BatchGetDocuments of the jobs, then BatchWrite RPCs of at most
+        :data:`_RESTORE_WRITES_PER_RPC` writes: an absent job is a create (refused if
+        the document appeared meanwhile); a replaced job is a set preconditioned on
+        the ``update_time`` just read, keeping its ``history`` and ``settled_by``. Its
+        idempotency marker is written (and a replaced key's marker deleted) in the
+        same RPC. A write refused by its precondition (a tick or an operator changed
+        the job between read and write) is read again and decided again, for at most
+        :data:`_SETTLE_ROUNDS` rounds. An id given twice is applied in order (the
+        batch is split before the repeat: a request may write a document only once).
+        """
+        result = RestoreResult()
+        chunk: list[Job] = []
+        ids: set[str] = set()
+        for job in jobs:
+            if job.id in ids:
+                self._restore_chunk(chunk, result)
+                chunk, ids = [], set()
+            chunk.append(job)
+            ids.add(job.id)
+        if chunk:
+            self._restore_chunk(chunk, result)
+        return result
+
+    def _restore_chunk(self, jobs: list[Job], result: RestoreResult) -> None:
+        jobs_col = self._col("jobs")
+        refs = {job.id: jobs_col.document(job.id) for job in jobs}
+        outcome: dict[str, str] = {}  # job id -> "created" | "updated" | "unchanged"
+        todo = list(jobs)
+        snaps = self._get_all(list(refs.values()))
+        for _ in range(_SETTLE_ROUNDS):
+            writes: list[Any] = []
+            intents: list[tuple[Job, str, Job] | None] = []  # per write: (given, outcome, as written); None for a marker
+            markers: dict[str, Any] = {}
+            for job in todo:
+                path = refs[job.id]._document_path
+                snap = snaps.get(path)
+                if snap is None or not snap.exists:
+                    writes.append(self._pb_create(path, _job_fields(job) | {"history": []}))
+                    intents.append((job, "created", job))
+                    if job.idempotency_key is not None:
+                        markers[job.idempotency_key] = self._marker_write(job)
+                    continue
+                data = snap.to_dict() or {}
+                try:
+                    stored: Job | None = self._job_from(snap)
+                except StoreCorrupt:
+                    stored = None  # an unreadable stored job is replaced by the snapshot's
+                if unchanged_by_restore(stored, job):
+                    outcome[job.id] = "unchanged"
+                    continue
+                epoch = data.get("lease_epoch")
+                epoch = epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else 0
+                new = job.replace(lease_epoch=max(job.lease_epoch, epoch + 1))
+                hidden = {k: data[k] for k in _HIDDEN_FIELDS if k in data}
+                writes.append(self._pb_set(path, _job_fields(new) | hidden, snap.update_time))
+                intents.append((job, "updated", new))
+                old_key = data.get("idempotency_key")
+                if old_key != job.idempotency_key:
+                    if isinstance(old_key, str) and old_key not in markers:
+                        markers[old_key] = self._pb_delete(self._idempotency_ref(old_key)._document_path)
+                    if job.idempotency_key is not None:
+                        markers[job.idempotency_key] = self._marker_write(job)
+            writes += markers.values()
+            intents += [None] * len(markers)
+            again: list[tuple[Job, str, Job, bool]] = []
+            for start in range(0, len(writes), _RESTORE_WRITES_PER_RPC):
+                codes, _, attempts = self._batch_write(writes[start : start + _RESTORE_WRITES_PER_RPC], "restore_jobs")
+                for intent, code in zip(intents[start : start + _RESTORE_WRITES_PER_RPC], codes):
+                    if code == _OK:
+                        if intent is not None:
+                            outcome[intent[0].id] = intent[1]
+                    elif intent is not None and code in (_ALREADY_EXISTS, _FAILED_PRECONDITION, _NOT_FOUND):
+                        again.append((*intent, attempts > 1))
+                    else:
+                        what = f"job {intent[0].id!r}" if intent is not None else "an idempotency marker"
+                        raise StoreError(f"Firestore refused to restore {what} (code {code})")
+            if not again:
+                break
+            snaps = self._get_all([refs[job.id] for job, _, _, _ in again])
+            todo = []
+            for job, kind, written, retried in again:
+                snap = snaps.get(refs[job.id]._document_path)
+                if retried and snap is not None and snap.exists and self._job_from(snap) == written:
+                    outcome[job.id] = kind  # our own earlier attempt of a retried RPC applied it
+                else:
+                    todo.append(job)
+            if not todo:
+                break
+        else:
+            raise StoreUnavailable(f"jobs {[job.id for job in todo]} kept changing while being restored; run the import again")
+        for job in jobs:
+            getattr(result, outcome[job.id]).append(job.id)
+
+    def _marker_write(self, job: Job) -> Any:
+        assert job.idempotency_key is not None
+        marker = self._idempotency_ref(job.idempotency_key)
+        return self._pb_set(marker._document_path, {"job_id": job.id, "idempotency_key": job.idempotency_key, "created_at": job.created_at})
 
     # -- heartbeat -----------------------------------------------------------
     def extend_leases(self, runs: Sequence[RunRef], *, now: datetime, lease_seconds: float) -> ExtendResult:

@@ -22,7 +22,7 @@ from typing import Any
 
 from scheduler.errors import ConflictError, JobNotFound
 from scheduler.model import Execution, Job, JobStatus, Outcome, RunRef, Settlement, TickRecord, to_iso
-from storage.base import ClaimResult, ExtendResult, SettleResult
+from storage.base import ClaimResult, ExtendResult, RestoreResult, SettleResult
 
 SCHEMA_VERSION = 1
 TICKS_KEPT = 200
@@ -204,6 +204,30 @@ class JobTable:
             result.extended.append(run.job_id)
         return result
 
+    # -- import -----------------------------------------------------------
+    def restore_jobs(self, jobs: Sequence[Job]) -> RestoreResult:
+        """The whole batch in this one call, so one locked write (one file replacement
+        on the JSON store) per batch. A stored job that does not decode is replaced."""
+        result = RestoreResult()
+        for job in jobs:
+            current = self.jobs.get(job.id)
+            if current is None:
+                self.jobs[job.id] = job.to_dict()
+                self.dirty = True  # at once: the JSON store drops its cache if a later job raises
+                result.created.append(job.id)
+                continue
+            if unchanged_by_restore(_decoded_or_none(current), job):
+                result.unchanged.append(job.id)
+                continue
+            stored_epoch = current.get("lease_epoch")
+            if not isinstance(stored_epoch, int) or isinstance(stored_epoch, bool):
+                stored_epoch = 0
+            # Above the stored epoch: a tick still holding the job has its settle refused.
+            self.jobs[job.id] = job.replace(lease_epoch=max(job.lease_epoch, stored_epoch + 1)).to_dict()
+            self.dirty = True
+            result.updated.append(job.id)
+        return result
+
     def _append_executions(self, job_id: str, executions: Sequence[Execution]) -> None:
         if not executions:
             return
@@ -244,6 +268,19 @@ class JobTable:
 
 def _as_lost(execution: Execution) -> Execution:
     return dataclasses.replace(execution, outcome=Outcome.LEASE_LOST)
+
+
+def _decoded_or_none(data: dict[str, Any]) -> Job | None:
+    try:
+        return Job.from_dict(data)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def unchanged_by_restore(stored: Job | None, wanted: Job) -> bool:
+    """``restore_jobs``' "unchanged": equal but for a lease epoch the store has already
+    moved past (the mark an earlier import of the same job leaves)."""
+    return stored is not None and stored.lease_epoch >= wanted.lease_epoch and stored.replace(lease_epoch=wanted.lease_epoch) == wanted
 
 
 class TableStore:
@@ -299,6 +336,11 @@ class TableStore:
         if not runs:
             return ExtendResult()  # no lock, no read
         return self._call("extend_leases", runs, now=now, lease_seconds=lease_seconds)
+
+    def restore_jobs(self, jobs: Sequence[Job]) -> RestoreResult:
+        if not jobs:
+            return RestoreResult()
+        return self._call("restore_jobs", jobs)
 
     def list_executions(
         self,

@@ -362,6 +362,17 @@ def test_extending_10_leases_costs_one_read_and_one_batch_write(new_store):
     assert store.extend_leases([], now=T0, lease_seconds=60).extended == [] and store.rpc_count == 0
 
 
+def test_restoring_jobs_costs_one_read_and_one_batch_write_per_500_writes(new_store):
+    store = new_store()
+    seed(store, [make_job(f"j{i:03d}") for i in range(300)])
+    given = [make_job(f"j{i:03d}", payload={"restored": i}) for i in range(300)] + [make_job(f"n{i:03d}") for i in range(300)]
+    store.reset_counters()
+    result = store.restore_jobs(given)
+    assert (len(result.created), len(result.updated), result.unchanged) == (300, 300, [])
+    assert dict(store.rpc_counts) == {"batch_get_documents": 1, "batch_write": 2}
+    assert store.get_job("j007").payload == {"restored": 7} and store.get_job("j007").lease_epoch == 1
+
+
 def test_an_extend_whose_job_changed_after_the_read_counts_as_lost(new_store):
     store, other = new_store(), new_store()
     store.add_job(make_job("a1"))

@@ -212,3 +212,14 @@ def test_extend_leases_is_one_write_per_batch_and_none_when_nothing_moves(tmp_pa
     assert len(store.extend_leases(stale, now=T0 + timedelta(seconds=50), lease_seconds=60).lost) == 5
     assert store.fsynced_writes == writes + 1
     assert {job.lease_until for job in JsonFileStore(tmp_path / "jobs.json").list_jobs()} == {T0 + timedelta(seconds=90)}
+
+
+def test_restore_jobs_is_one_file_replacement_per_call_and_none_when_unchanged(tmp_path):
+    store = JsonFileStore(tmp_path / "jobs.json")
+    store.open()
+    jobs = [make_job(f"r{i:03d}") for i in range(250)]
+    result = store.restore_jobs(jobs)
+    assert len(result.created) == 250 and store.fsynced_writes == 1
+    assert store.restore_jobs(jobs).unchanged == [job.id for job in jobs] and store.fsynced_writes == 1
+    assert store.restore_jobs([]).created == [] and store.fsynced_writes == 1
+    assert JsonFileStore(tmp_path / "jobs.json").list_jobs(limit=1000) == jobs

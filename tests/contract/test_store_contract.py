@@ -312,3 +312,52 @@ def test_extend_a_mixed_batch_reports_both_lists_exactly(store):
     assert store.get_job("a4").lease_until == store.get_job("a3").lease_until == now + timedelta(seconds=LEASE)
     assert store.get_job("a1") == fresh["a1"]
     assert store.extend_leases([], now=now, lease_seconds=LEASE).extended == []
+
+
+# -- restore_jobs -------------------------------------------------------------
+
+
+def test_restore_creates_updates_and_leaves_equal_jobs_alone(store):
+    store.add_job(make_job("same"))
+    store.add_job(make_job("changed"))
+    store.add_job(make_job("held"))
+    store.add_job(make_job("untouched"))
+    held = next(job for job in claim(store).claimed if job.id == "held")  # claims every job; epoch 1
+    store.update_job("same", lambda j: j.replace(status=JobStatus.PENDING, lease_owner=None, lease_until=None))
+    stored_same = store.get_job("same")
+    given = [
+        make_job("new-1", payload={"fresh": 1}),
+        stored_same.replace(lease_epoch=0),  # equal but for a lower epoch
+        make_job("changed", payload={"restored": True}, lease_epoch=0),
+        make_job("held", status=JobStatus.PAUSED, lease_epoch=0),
+        make_job("new-2", cron="0 9 * * *", schedule_at=None, lease_epoch=7),
+        stored_same,  # equal, epoch included
+    ]
+    result = store.restore_jobs(given)
+    assert (result.created, result.updated, result.unchanged) == (["new-1", "new-2"], ["changed", "held"], ["same", "same"])
+    assert store.get_job("new-1") == given[0] and store.get_job("new-2") == given[4]  # stored as given, epoch 7 kept
+    assert store.get_job("same") == stored_same
+    for job_id, wanted in (("changed", given[2]), ("held", given[3])):
+        restored = store.get_job(job_id)
+        assert restored == wanted.replace(lease_epoch=2)  # above the stored epoch 1
+    # A tick still holding a replaced job cannot settle over the restored state.
+    assert store.settle_jobs([done(held)], tick=tick()).lost == ["held"]
+    assert store.get_job("held").status is JobStatus.PAUSED
+    assert store.get_job("untouched").status is JobStatus.RUNNING
+    assert store.restore_jobs([]).created == []
+    # Restoring the same jobs again changes nothing.
+    again = store.restore_jobs([given[0], given[2], given[3], given[4]])
+    assert (again.created, again.updated, again.unchanged) == ([], [], ["new-1", "changed", "held", "new-2"])
+
+
+def test_restore_keeps_a_higher_given_epoch_and_idempotency_keys_unique(store):
+    store.add_job(make_job("a1"))
+    result = store.restore_jobs([make_job("a1", payload={"v": 2}, lease_epoch=9), make_job("k1", idempotency_key="key-1")])
+    assert (result.created, result.updated) == (["k1"], ["a1"])
+    assert store.get_job("a1").lease_epoch == 9  # max(given 9, stored 0 + 1)
+    existing, created = store.add_job(make_job("k2", idempotency_key="key-1"))
+    assert not created and existing.id == "k1"
+    # A replaced key frees the old one and takes the new one.
+    assert store.restore_jobs([make_job("k1", idempotency_key="key-2")]).updated == ["k1"]
+    assert store.add_job(make_job("k3", idempotency_key="key-1"))[1] is True
+    assert store.add_job(make_job("k4", idempotency_key="key-2"))[0].id == "k1"
