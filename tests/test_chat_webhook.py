@@ -476,7 +476,7 @@ def test_remind_in_10m(chat: Chat) -> None:
     assert job.payload == {"text": "stretch your legs", "space": SPACE, "thread": THREAD}
     assert (job.schedule_at, job.next_run_at, job.status) == (at(2026, 1, 5, 12, 10), at(2026, 1, 5, 12, 10), JobStatus.PENDING)
     assert job.created_by == ANN
-    assert job.idempotency_key == event["message"]["name"]
+    assert job.idempotency_key == f"chat:{ANN}:{event['message']['name']}"
 
 
 @pytest.mark.parametrize(
@@ -661,6 +661,28 @@ def test_redelivered_message_schedules_one_job(chat: Chat) -> None:
     assert second.endswith("• Thu 2026-01-08 09:00 UTC")
     chat.say("remind every weekday at 9:00 stand-up")  # the same words in a new message: a new job
     assert len(chat.jobs()) == 2
+
+
+@pytest.mark.parametrize("name", [f"{SPACE}/messages/abc.def", f"{SPACE}/messages/" + "m" * 600], ids=["short", "600-chars"])
+def test_the_redelivery_key_is_scoped_to_the_sender(chat: Chat, name: str) -> None:
+    """Another sender's event carrying the same message name is not a redelivery: it neither
+    reuses (nor reveals) the first sender's job."""
+    ann_first = chat.say("remind in 10m ann's", ANN, name=name)
+    ann_again = chat.say("remind in 10m ann's", "Ann@Example.com", name=name)
+    bob = chat.say("remind in 10m bob's", BOB, name=name)
+    bob_again = chat.say("remind in 10m bob's", BOB, name=name)
+    assert len(chat.jobs()) == 2
+    jobs = {job.created_by.lower(): job for job in chat.jobs()}
+    assert sorted(jobs) == [ANN, BOB]
+    ann_job, bob_job = jobs[ANN], jobs[BOB]
+    assert ann_first.startswith(f"Scheduled `{ann_job.id}`") and ann_again.startswith(f"This message was already scheduled as `{ann_job.id}`")
+    assert bob.startswith(f"Scheduled `{bob_job.id}`") and bob_again.startswith(f"This message was already scheduled as `{bob_job.id}`")
+    assert (ann_job.payload["text"], bob_job.payload["text"]) == ("ann's", "bob's")
+    if len(name) < 400:
+        assert (ann_job.idempotency_key, bob_job.idempotency_key) == (f"chat:{ANN}:{name}", f"chat:{BOB}:{name}")
+    else:  # over the 500-character idempotency_key limit: hashed, still per sender
+        assert re.fullmatch(r"chat:sha256:[0-9a-f]{64}", ann_job.idempotency_key) and re.fullmatch(r"chat:sha256:[0-9a-f]{64}", bob_job.idempotency_key)
+        assert ann_job.idempotency_key != bob_job.idempotency_key
 
 
 # --- list / show / history --------------------------------------------------------------------

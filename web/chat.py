@@ -27,6 +27,7 @@ Commands: see :data:`HELP` and ``docs/chat.md``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -42,6 +43,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from handlers.chat_message import THREAD_RE
 from scheduler.describe import describe_schedule
 from scheduler.errors import ConflictError, JobNotFound, StoreError, ValidationError
+from scheduler.jobspec import MAX_IDEMPOTENCY_KEY_CHARS
 from scheduler.model import Job, JobStatus
 from scheduler.settings import Settings
 from scheduler.timing import zone
@@ -229,7 +231,7 @@ class Conversation:
         self.space = _str(_dig(event, "space", "name")) or _str(_dig(event, "message", "space", "name"))
         self.thread = _str(_dig(event, "message", "thread", "name"))
         name = _str(_dig(event, "message", "name"))
-        self.message_name = name if name and len(name) <= 500 else None
+        self.message_name = name
         self.is_admin = bool(self.sender) and is_allowed(self.sender, config.admins)
 
     # -- entry --------------------------------------------------------------
@@ -330,7 +332,7 @@ class Conversation:
     def _create(self, job_type: str, payload: dict[str, Any], when, example: str) -> str:
         data: dict[str, Any] = {"job_type": job_type, "payload": payload, **when.job_fields()}
         if self.message_name:
-            data["idempotency_key"] = self.message_name
+            data["idempotency_key"] = redelivery_key(self.sender, self.message_name)
         for _ in range(3):
             data["id"] = uuid.uuid4().hex[:12]
             try:
@@ -522,6 +524,30 @@ class ConflictRefusal(NotUnderstood):
         Exception.__init__(self, message)
         self.message = message
         self.example = None
+
+
+def redelivery_key(sender: str, message_name: str) -> str:
+    """The job's ``idempotency_key`` for a Chat message: ``chat:<sender>:<message.name>``.
+
+    Scoped to the sender, so another sender's event naming the same message neither
+    reuses nor reveals the first sender's job. A key over the idempotency_key limit
+    (or not valid UTF-8) becomes ``chat:sha256:<hex>`` of both parts, still one per
+    sender and message.
+    """
+    sender = sender.lower()
+    key = f"chat:{sender}:{message_name}"
+    if len(key) <= MAX_IDEMPOTENCY_KEY_CHARS and _utf8(key):
+        return key
+    digest = hashlib.sha256(json.dumps([sender, message_name]).encode("ascii")).hexdigest()  # ensure_ascii escapes surrogates
+    return f"chat:sha256:{digest}"
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _text(text: str) -> dict[str, Any]:
