@@ -32,6 +32,7 @@ from web.errors import register_error_handlers
 from web.logs import configure_logging
 from web.metrics import register_metrics
 from web.shadow import register_shadow
+from web.tasks import bp as tasks_bp
 from web.tick import bp as tick_bp
 
 
@@ -60,7 +61,12 @@ def create_app(
             certs_timeout=settings.oidc_certs_timeout_seconds,
         )
 
-    engine = TickEngine(store, registry, settings, rng=rng, monotonic=monotonic)
+    dispatcher = None
+    if settings.dispatch == "cloud_tasks":
+        from scheduler.cloud_tasks import CloudTasksDispatcher  # imported only when dispatching: cold start
+
+        dispatcher = CloudTasksDispatcher(settings)
+    engine = TickEngine(store, registry, settings, rng=rng, monotonic=monotonic, clock=clock, dispatcher=dispatcher)
     app = Flask(__name__)
     app.json.sort_keys = False
     app.extensions["crontick"] = ct = Crontick(
@@ -72,8 +78,16 @@ def create_app(
         clock=clock,
         tick_verifier=verifier(settings.oidc_allowed_emails),
         admin_verifier=verifier(settings.admin_emails),
+        tasks_verifier=TokenVerifier(
+            mode=settings.auth_mode,
+            audience=settings.tasks_audience,
+            allowed=settings.tasks_callers,
+            certs_url=settings.oidc_certs_url,
+            certs_timeout=settings.oidc_certs_timeout_seconds,
+        ),
     )
     app.register_blueprint(tick_bp)
+    app.register_blueprint(tasks_bp)
     app.register_blueprint(api_bp)
     register_metrics(app)
     app.register_blueprint(chat_bp)

@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from scheduler.errors import UnknownJobType, ValidationError
-from scheduler.model import _DATETIME_FIELDS, Job, JobStatus, Misfire, utc
+from scheduler.model import _DATETIME_FIELDS, Job, JobStatus, Misfire, Overlap, utc
 from scheduler.timing import check_cron, first_fire_time, next_fire_after, zone
 
 # -- limits (documented in README "Limits" and in the OpenAPI document) ---------
@@ -50,12 +50,13 @@ CREATE_FIELDS = frozenset(
         "timezone",
         "misfire",
         "misfire_grace_seconds",
+        "overlap",
         "max_attempts",
         "timeout_seconds",
         "idempotency_key",
     }
 )
-PATCH_FIELDS = frozenset({"payload", *SCHEDULE_FIELDS, "timezone", "misfire", "misfire_grace_seconds", "max_attempts", "timeout_seconds"})
+PATCH_FIELDS = frozenset({"payload", *SCHEDULE_FIELDS, "timezone", "misfire", "misfire_grace_seconds", "overlap", "max_attempts", "timeout_seconds"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +317,12 @@ def _options(data: Mapping[str, Any], limits: JobLimits) -> dict[str, Any]:
         except (ValueError, TypeError):
             choices = ", ".join(m.value for m in Misfire)
             raise ValidationError(f"misfire must be one of {choices}", "misfire") from None
+    if data.get("overlap") is not None:
+        try:
+            out["overlap"] = Overlap(data["overlap"])
+        except (ValueError, TypeError):
+            choices = ", ".join(o.value for o in Overlap)
+            raise ValidationError(f"overlap must be one of {choices}", "overlap") from None
     if data.get("misfire_grace_seconds") is not None:
         out["misfire_grace_seconds"] = _int(data, "misfire_grace_seconds", minimum=0, maximum=MAX_GRACE_SECONDS)
     if data.get("max_attempts") is not None:

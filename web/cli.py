@@ -13,7 +13,7 @@ from flask.cli import AppGroup
 
 from scheduler.errors import CrontickError
 from scheduler.jobspec import parse_timestamp
-from scheduler.model import Job, JobStatus, Outcome, Source, to_iso
+from scheduler.model import Job, JobStatus, Misfire, Outcome, Overlap, Source, to_iso
 from web.context import crontick
 
 
@@ -52,10 +52,12 @@ def register_cli(app: Flask) -> None:
     @click.option("--at", "schedule_at", default=None, help="one-off RFC 3339 time with offset")
     @click.option("--every", "interval_seconds", type=int, default=None, help="interval in seconds")
     @click.option("--max-attempts", type=int, default=None)
-    @click.option("--misfire", type=click.Choice(["run_once", "skip", "run_all"]), default=None)
+    @click.option("--misfire", type=click.Choice([m.value for m in Misfire]), default=None)
+    @click.option("--overlap", type=click.Choice([o.value for o in Overlap]), default=None, help="fire times that pass while a run still goes (default skip)")
+    @click.option("--timeout", "timeout_seconds", type=float, default=None, help="seconds before a run counts as failed")
     @click.option("--idempotency-key", default=None)
     @click.option("--id", "job_id", default=None, help="job id (default: generated)")
-    def add(job_type, payload, cron, timezone, schedule_at, interval_seconds, max_attempts, misfire, idempotency_key, job_id):
+    def add(job_type, payload, cron, timezone, schedule_at, interval_seconds, max_attempts, misfire, overlap, timeout_seconds, idempotency_key, job_id):
         """Create a job."""
         try:
             payload_obj = json.loads(payload)
@@ -70,6 +72,8 @@ def register_cli(app: Flask) -> None:
             "interval_seconds": interval_seconds,
             "max_attempts": max_attempts,
             "misfire": misfire,
+            "overlap": overlap,
+            "timeout_seconds": timeout_seconds,
             "idempotency_key": idempotency_key,
             "id": job_id,
         }

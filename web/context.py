@@ -27,6 +27,7 @@ class Crontick:
     clock: Callable[[], datetime]
     tick_verifier: TokenVerifier
     admin_verifier: TokenVerifier
+    tasks_verifier: TokenVerifier
     legacy_loop: LegacyLoop | None = None  # only in shadow mode
 
 

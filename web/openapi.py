@@ -13,7 +13,7 @@ from typing import Any
 
 from scheduler import jobspec
 from scheduler.jobspec import JOB_ID_PATTERN
-from scheduler.model import JobStatus, Misfire, Outcome, Source
+from scheduler.model import JobStatus, Misfire, Outcome, Overlap, Source
 
 MAX_INTERVAL = jobspec.MAX_INTERVAL_SECONDS
 
@@ -71,7 +71,7 @@ def _job_schema(job_types: list[str]) -> dict[str, Any]:
         "additionalProperties": False,
         "required": [
             "id", "job_type", "payload", "status", "next_run_at", "fire_at", "created_at", "updated_at",
-            "schedule_at", "cron", "interval_seconds", "timezone", "misfire", "misfire_grace_seconds",
+            "schedule_at", "cron", "interval_seconds", "timezone", "misfire", "overlap", "misfire_grace_seconds",
             "max_attempts", "timeout_seconds", "attempts", "last_run_at", "last_outcome", "last_error",
             "created_by", "idempotency_key", "lease_owner", "lease_until", "lease_epoch",
         ],
@@ -89,6 +89,7 @@ def _job_schema(job_types: list[str]) -> dict[str, Any]:
             "interval_seconds": _nullable({"type": "integer"}),
             "timezone": {"type": "string"},
             "misfire": {"type": "string", "enum": [m.value for m in Misfire]},
+            "overlap": {"type": "string", "enum": [o.value for o in Overlap]},
             "misfire_grace_seconds": {"type": "integer"},
             "max_attempts": {"type": "integer"},
             "timeout_seconds": _nullable({"type": "number"}),
@@ -120,6 +121,16 @@ def _writable_fields(job_types: list[str]) -> dict[str, Any]:
         "interval_seconds": _nullable({"type": "integer", "minimum": 1, "maximum": MAX_INTERVAL, "description": "Recurring: every N seconds from creation."}),
         "timezone": {"type": "string", "maxLength": 64, "description": "IANA zone the cron expression is read in (default UTC)."},
         "misfire": _nullable({"type": "string", "enum": [m.value for m in Misfire]}),
+        "overlap": _nullable(
+            {
+                "type": "string",
+                "enum": [o.value for o in Overlap],
+                "description": (
+                    "Fire times that pass while the previous run still goes: skip (default; each recorded as skipped_overlap), "
+                    "buffer_one (one run right after), buffer_all (each, oldest first), replace (the new occurrence cancels the running one)."
+                ),
+            }
+        ),
         "misfire_grace_seconds": _nullable({"type": "integer", "minimum": 0, "maximum": MAX_INTERVAL}),
         "max_attempts": _nullable({"type": "integer", "minimum": 1, "maximum": jobspec.MAX_ATTEMPTS}),
         "timeout_seconds": _nullable(
@@ -176,11 +187,16 @@ def build_openapi(job_types: Iterable[str], *, auth_required: bool = True) -> di
             "duration_ms": {"type": "number"},
             "error": _nullable({"type": "string"}),
             "source": {"type": "string", "enum": [s.value for s in Source]},
+            "task": {
+                "type": "object",
+                "description": "Dispatched runs: Cloud Tasks' X-CloudTasks-TaskName, -TaskRetryCount and -TaskExecutionCount.",
+                "properties": {"name": {"type": "string"}, "retry_count": _nullable({"type": "integer"}), "execution_count": _nullable({"type": "integer"})},
+            },
         },
     }
     metric_names = [
         "jobs_checked", "jobs_due", "jobs_executed", "jobs_succeeded", "jobs_failed", "jobs_skipped",
-        "jobs_recovered", "jobs_deferred", "jobs_misfired", "lease_lost",
+        "jobs_recovered", "jobs_deferred", "jobs_misfired", "lease_lost", "jobs_dispatched", "jobs_dispatch_failed", "runs_abandoned",
     ]
     tick = {
         "type": "object",
