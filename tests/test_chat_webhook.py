@@ -950,6 +950,51 @@ def test_admin_payload_validation_error_is_explained(chat: Chat) -> None:
     assert chat.jobs() == []
 
 
+@pytest.mark.parametrize(
+    ("payload", "shown"),
+    [
+        ('{"x": 1e999}', "1e999"),
+        ('{"x": -1E+400}', "-1E+400"),
+        ('{"x": [1, {"y": 2e308}]}', "2e308"),
+        ('{"x": NaN}', "NaN"),
+        ('{"x": Infinity}', "Infinity"),
+        ('{"x": -Infinity}', "-Infinity"),
+    ],
+)
+@pytest.mark.parametrize("sender", [ANN, BOSS])
+def test_non_finite_numbers_are_refused_by_chat_itself(chat: Chat, payload: str, shown: str, sender: str) -> None:
+    reply = chat.say(f"schedule in 1h log {payload}", sender)
+    assert reply.startswith(f'Sorry, not understood: the payload "{payload}" is not valid JSON ({shown} is not a finite number; JSON has no Infinity or NaN)'), reply
+    assert chat.jobs() == []
+
+
+def test_json_payload_refuses_non_finite_numbers_before_the_service() -> None:
+    from web.chat import NotUnderstood, _json_payload
+
+    assert _json_payload('{"x": 1e308, "y": -0.0, "z": 12345678901234567890}') == {"x": 1e308, "y": -0.0, "z": 12345678901234567890}
+    for text in ('{"x": 1e999}', '{"x": NaN}', '{"x": -Infinity}'):
+        with pytest.raises(NotUnderstood, match=r"is not a finite number; JSON has no Infinity or NaN"):
+            _json_payload(text)
+
+
+@pytest.mark.parametrize(
+    ("payload", "fragment"),
+    [
+        ('{"url": "https://x.example/hook", "bogus": 1}', "not understood: http_request payload has unknown field 'bogus'; allowed: "),
+        ('{"x": ' + "[" * 40 + "]" * 40 + "}", "not understood: payload is nested more than 32 levels deep"),
+        ('{"x": "\\ud800"}', "not understood: payload contains a lone surrogate"),
+    ],
+)
+def test_a_validation_error_from_the_service_names_the_field(chat: Chat, payload: str, fragment: str) -> None:
+    job_type = "http_request" if "url" in payload else "log"
+    reply = chat.say(f"schedule in 1h {job_type} {payload}", BOSS)
+    assert reply.startswith(f"Sorry, {fragment}"), reply
+    field = "payload.bogus" if job_type == "http_request" else "payload"
+    assert f"(field {field})" in reply or reply.startswith(f"Sorry, not understood: {field} "), reply
+    assert "something went wrong" not in reply
+    assert chat.jobs() == []
+
+
 def test_store_outage_is_a_200_apology(chat: Chat, monkeypatch: pytest.MonkeyPatch) -> None:
     from scheduler.errors import StoreUnavailable
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 import uuid
 from collections.abc import Callable
@@ -260,6 +261,8 @@ class Conversation:
         except NotUnderstood as exc:
             example = f"\nExample: `{exc.example}`" if exc.example else ""
             return _text(f"Sorry, {exc.message}{example}\nType `help` for all commands.")
+        except ValidationError as exc:  # a refusal from the service outside _create: still an answer, not a 500
+            return _text(f"Sorry, {NotUnderstood(_validation_text(exc)).message}\nType `help` for all commands.")
 
     def command(self, text: str) -> str:
         if len(text) > MAX_COMMAND_CHARS:
@@ -339,7 +342,7 @@ class Conversation:
                 job, created = self.app.service.create(data, created_by=self.sender)
                 break
             except ValidationError as exc:
-                raise NotUnderstood(exc.message, example) from None
+                raise NotUnderstood(_validation_text(exc), example) from None
             except ConflictError:  # a 48-bit id collision: draw another
                 continue
         else:
@@ -602,6 +605,24 @@ def _describe(job: Job) -> str:
         return f"once, on {job.schedule_at:%a} {_ymd_hm(job.schedule_at).replace(' ', ' at ')} UTC {_beyond(job.timezone)}"
 
 
+def _validation_text(exc: ValidationError) -> str:
+    """The service's refusal, naming its field (appended when the message does not already)."""
+    if exc.field and exc.field not in exc.message:
+        return f"{exc.message} (field {exc.field})"
+    return exc.message
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a finite number; JSON has no Infinity or NaN")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{_clip(text, 30)} is not a finite number; JSON has no Infinity or NaN")
+    return value
+
+
 def _json_payload(text: str) -> dict[str, Any]:
     text = text.strip()
     if text.startswith("```") and text.endswith("```") and len(text) >= 6:
@@ -613,7 +634,9 @@ def _json_payload(text: str) -> dict[str, Any]:
     if not text:
         return {}
     try:
-        payload = json.loads(text)
+        # Python's json reads NaN, Infinity and 1e999 (as inf); a job must not hold them
+        # (its JSON could not be written back), so they are refused here, before the service.
+        payload = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         raise NotUnderstood(f'the payload "{_clip(text, 40)}" is not valid JSON ({_clip(str(exc), 80)})', EXAMPLES["schedule"]) from None
     if not isinstance(payload, dict):
