@@ -9,7 +9,7 @@ TASKS_VENV := .venv-tasks
 TASKS_EMULATOR_REQUIREMENT := gcloud-tasks-emulator>=0.6,<0.7
 TASKS_STAMP := $(TASKS_VENV)/.installed-$(shell echo '$(TASKS_EMULATOR_REQUIREMENT)' | cksum | cut -d' ' -f1)
 
-.PHONY: run test venv tasks-venv clean bench drills
+.PHONY: run test check venv tasks-venv clean bench drills
 
 venv: $(STAMP)
 
@@ -27,13 +27,20 @@ $(TASKS_STAMP):
 	@rm -f $(TASKS_VENV)/.installed-*
 	@touch $@
 
-## Serve on :8080 with the JSON store, auth disabled, and a local ticker posting to /cron/tick.
+## Serve on 127.0.0.1:8080 (HOST, PORT) with the JSON store, auth disabled, and a local ticker posting to /cron/tick.
+## HOST=0.0.0.0 opens it to the network: with auth disabled it starts with a loud warning.
 run: venv
 	ENVIRONMENT=$${ENVIRONMENT:-local} AUTH_MODE=$${AUTH_MODE:-disabled} $(PY) -m web.devserver
 
 ## The whole suite (the Firestore tests start the emulator themselves).
 test: venv tasks-venv
 	$(PY) -m pytest
+
+## The fast lane, about a minute: unit and contract tests on the memory and JSON stores. Leaves out the
+## Firestore emulator, the drills (tests/reliability), the deploy scripts (tests/deploy) and slow tests;
+## stops at the first failure. `make test` runs everything.
+check: venv
+	$(PY) -m pytest -q -m "not slow and not firestore" --ignore=tests/reliability --ignore=tests/deploy -x
 
 BENCH_STAMP := $(VENV)/.bench-installed-$(shell cat requirements.txt requirements-dev.txt requirements-bench.txt | cksum | cut -d' ' -f1)
 
