@@ -192,3 +192,20 @@ def test_import_refuses_a_bad_snapshot_and_writes_nothing(cli_app, build, clock,
     assert message in result.output and "nothing was written" in result.output
     assert jobs_of(target) == before
     assert invoke(target, "import", str(tmp_path / "missing.json"), ok=False).exit_code == 2
+
+
+def test_a_long_import_prints_progress_per_batch_on_stderr(cli_app, build, clock, tmp_path, monkeypatch):
+    from scheduler import snapshot as snap
+
+    seed(cli_app, clock)
+    invoke(cli_app, "export", str(tmp_path / "b.json"))
+    short = invoke(build(JsonFileStore(tmp_path / "short" / "jobs.json")), "import", str(tmp_path / "b.json"))
+    assert "imported " not in short.stderr  # one batch: no progress lines
+    monkeypatch.setattr(snap, "IMPORT_BATCH", 3)
+    store = JsonFileStore(tmp_path / "long" / "jobs.json")
+    result = invoke(build(store), "import", str(tmp_path / "b.json"))
+    progress = [line.split(" (")[0] for line in result.stderr.splitlines() if line.startswith("imported ")]
+    assert progress == ["imported 3/4 job(s)", "imported 4/4 job(s)"]
+    assert "imported " not in result.stdout
+    assert "created 4, updated 0, unchanged 0;" in result.stdout
+    assert store.fsynced_writes == 2 and len(store.list_jobs()) == 4

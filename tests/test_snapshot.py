@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from datetime import timedelta
 
@@ -252,3 +253,56 @@ def test_write_snapshot_is_atomic_and_refuses_to_overwrite(tmp_path):
     snap.write_snapshot({"a": 2}, target, overwrite=True)
     assert json.loads(target.read_text()) == {"a": 2}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["backup.json"]
+
+
+def _document_of(jobs) -> dict:
+    document = {"format": snap.FORMAT, "version": snap.VERSION, "exported_at": "2026-01-05T12:00:00.000000Z", "store": "memory", "with_history": False, "jobs": [job.to_dict() for job in jobs]}
+    return resealed(document)
+
+
+def test_importing_10000_jobs_into_a_json_store_rewrites_the_file_once_per_batch(tmp_path):
+    from tests.support.jobs import make_job
+
+    jobs = [make_job(f"job-{i:05d}", due_in=60 + i, payload={"i": i}) for i in range(10_000)]
+    snapshot = snap.parse_snapshot(json.dumps(_document_of(jobs)))
+    store = JsonFileStore(tmp_path / "jobs.json")
+    store.open()
+    seen: list[tuple[int, int]] = []
+    summary = snap.import_snapshot(store, snapshot, progress=lambda done, total: seen.append((done, total)))
+    assert (summary.created, summary.updated, summary.unchanged) == (10_000, 0, 0)
+    assert store.fsynced_writes == math.ceil(10_000 / snap.IMPORT_BATCH) == 10
+    assert seen == [(n, 10_000) for n in range(1000, 10_001, 1000)]
+    reopened = JsonFileStore(tmp_path / "jobs.json")
+    reopened.open()
+    assert reopened.count_by_status()["pending"] == 10_000
+    assert all_jobs(reopened) == [job.to_dict() for job in jobs]
+    # Importing it again writes nothing.
+    again = snap.import_snapshot(store, snapshot)
+    assert (again.created, again.updated, again.unchanged) == (0, 0, 10_000) and store.fsynced_writes == 10
+
+
+def test_a_batch_that_fails_leaves_the_earlier_batches_and_a_rerun_completes(tmp_path, monkeypatch):
+    from scheduler.errors import StoreUnavailable
+    from tests.support.jobs import make_job
+
+    monkeypatch.setattr(snap, "IMPORT_BATCH", 3)
+    jobs = [make_job(f"job-{i}", due_in=60) for i in range(7)]
+    snapshot = snap.parse_snapshot(json.dumps(_document_of(jobs)))
+    store = JsonFileStore(tmp_path / "jobs.json")
+    store.open()
+    real = store.restore_jobs
+    calls = []
+
+    def flaky(batch):
+        calls.append([job.id for job in batch])
+        if len(calls) == 2:
+            raise StoreUnavailable("disk went away")
+        return real(batch)
+
+    monkeypatch.setattr(store, "restore_jobs", flaky)
+    with pytest.raises(StoreUnavailable):
+        snap.import_snapshot(store, snapshot)
+    assert [job.id for job in snap.iter_jobs(store)] == ["job-0", "job-1", "job-2"]
+    summary = snap.import_snapshot(store, snapshot)
+    assert (summary.created, summary.unchanged) == (4, 3)
+    assert calls[2:] == [["job-0", "job-1", "job-2"], ["job-3", "job-4", "job-5"], ["job-6"]]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from typing import Any
 
@@ -216,7 +217,14 @@ def register_operating_cli(app: Flask) -> None:
             raise click.ClickException(str(exc)) from None
         doc = snapshot.document
         click.echo(f"snapshot: {len(snapshot.jobs)} job(s) exported {doc.get('exported_at')} from a {doc.get('store')} store; checksum ok")
-        summary = _guard(snap.import_snapshot, ct.store, snapshot, known_types=ct.registry.names(), dry_run=dry_run)
+        started = time.monotonic()
+
+        def progress(done: int, total: int) -> None:
+            # Only long imports report (more than one batch), on stderr so stdout keeps the summary.
+            if total > snap.IMPORT_BATCH:
+                click.echo(f"imported {done}/{total} job(s) ({time.monotonic() - started:.1f} s)", err=True)
+
+        summary = _guard(snap.import_snapshot, ct.store, snapshot, known_types=ct.registry.names(), dry_run=dry_run, progress=progress)
         click.echo(f"before:  {_counts(summary.before)}")
         verb = "would create" if dry_run else "created"
         click.echo(f"{verb} {summary.created}, {'would update' if dry_run else 'updated'} {summary.updated}, unchanged {summary.unchanged}; "
