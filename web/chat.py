@@ -18,7 +18,9 @@ Authentication follows the app's *Authentication audience* setting:
 ``AUTH_MODE=disabled`` admits every request (local use only; settings refuse it
 in production). A request that is not from Chat is refused with the JSON error
 (401; 403 for a valid Google token of another principal; 503 when the certs
-cannot be fetched). From there on every answer is 200 with a text: a sender
+cannot be fetched). Then the body is read up to :data:`MAX_BODY_BYTES` (413 past
+it) and parsed (400 naming ``body`` when nested too deeply to parse; not JSON at
+all is answered as text). From there on every answer is 200 with a text: a sender
 not in ``CHAT_ALLOWED_SENDERS`` (or ``ADMIN_EMAILS``) gets a polite refusal,
 anything not understood gets an explanation and an example, never a 5xx.
 
