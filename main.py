@@ -7,6 +7,7 @@ no client and reads no environment.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import time
@@ -18,6 +19,7 @@ from flask import Flask
 from handlers import HandlerRegistry, build_registry
 from scheduler.clock import utc_now
 from scheduler.engine import TickEngine
+from scheduler.errors import StoreError
 from scheduler.jobspec import JobLimits
 from scheduler.legacy_loop import LegacyLoop
 from scheduler.service import JobService
@@ -28,12 +30,16 @@ from web.auth import TokenVerifier
 from web.chat import bp as chat_bp
 from web.cli import register_cli
 from web.context import Crontick
-from web.errors import register_error_handlers
+from web.errors import register_body_limit, register_error_handlers
 from web.logs import configure_logging
 from web.metrics import register_metrics
 from web.shadow import register_shadow
 from web.tasks import bp as tasks_bp
 from web.tick import bp as tick_bp
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 1 << 20  # every endpoint; Chat's webhook reads at most 256 KiB of it
 
 
 def create_app(
@@ -50,7 +56,16 @@ def create_app(
     configure_logging(settings)
     registry = registry or build_registry(settings.handler_modules, chat_api_base_url=settings.chat_api_base_url)
     store = store or create_store(settings)
-    store.open()
+    try:
+        store.open()
+    except StoreError as exc:
+        # Serve anyway: /health answers, every store call answers 503 naming the problem
+        # (StoreCorrupt names the file and the job), and the service recovers by itself
+        # once the store does. Refusing to start would crash-loop the instance instead.
+        log.error(
+            "The job store cannot be read at start; serving 503 until it can",
+            extra={"json_fields": {"action": "store_unavailable_at_start", "error": str(exc), "error_type": type(exc).__name__}},
+        )
 
     def verifier(allowed: tuple[str, ...]) -> TokenVerifier:
         return TokenVerifier(
@@ -69,6 +84,7 @@ def create_app(
     engine = TickEngine(store, registry, settings, rng=rng, monotonic=monotonic, clock=clock, dispatcher=dispatcher)
     app = Flask(__name__)
     app.json.sort_keys = False
+    register_body_limit(app, MAX_REQUEST_BYTES)
     app.extensions["crontick"] = ct = Crontick(
         settings=settings,
         store=store,

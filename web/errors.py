@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify
-from werkzeug.exceptions import HTTPException
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from scheduler.errors import ConflictError, JobNotFound, StoreError, ValidationError
 from web.auth import AuthError
@@ -19,6 +19,19 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="crontick"'
     return response
+
+
+def register_body_limit(app: Flask, max_bytes: int) -> None:
+    """Refuse a declared body over ``max_bytes`` on every endpoint with 413, before any
+    view runs (Flask's ``MAX_CONTENT_LENGTH`` alone applies only to views that read the
+    body; a chunked body is cut at the same limit when it is read)."""
+    app.config["MAX_CONTENT_LENGTH"] = max_bytes
+
+    @app.before_request
+    def _limit_body() -> None:
+        length = request.content_length
+        if length is not None and length > max_bytes:
+            raise RequestEntityTooLarge(f"the body is {length} bytes; every endpoint takes at most {max_bytes}")
 
 
 def register_error_handlers(app: Flask) -> None:
