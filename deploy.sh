@@ -18,6 +18,9 @@
 # The service's own variables, the names in _VARIABLES of scheduler/settings.py
 # (ENVIRONMENT, AUTH_MODE, OIDC_*, SCHEDULER_*, FIRESTORE_*, ...), are passed to
 # the revision when set (GOOGLE_CLOUD_PROJECT defaults to PROJECT_ID); others are not.
+# With SCHEDULER_DISPATCH=cloud_tasks, CLOUD_TASKS_QUEUE, CLOUD_TASKS_TARGET_URL and
+# CLOUD_TASKS_SERVICE_ACCOUNT are required too, and the request timeout is 1800 s (a task
+# runs its job inside one /tasks/run request, for up to 30 minutes) instead of 300 s.
 #
 # Every command is printed (prefixed "+") before it runs; the first failing one stops the script.
 set -euo pipefail
@@ -53,6 +56,16 @@ check_app_settings() {
     require OIDC_AUDIENCE OIDC_ALLOWED_EMAILS
   elif [[ "$auth" == "disabled" && "${ENVIRONMENT:-}" == "production" ]]; then
     die "AUTH_MODE=disabled is refused with ENVIRONMENT=production"
+  fi
+  local dispatch="${SCHEDULER_DISPATCH:-inline}"
+  dispatch="${dispatch,,}"
+  if [[ "$dispatch" == "cloud_tasks" ]]; then
+    require CLOUD_TASKS_QUEUE CLOUD_TASKS_TARGET_URL CLOUD_TASKS_SERVICE_ACCOUNT
+    REQUEST_TIMEOUT=1800
+  elif [[ "$dispatch" == "inline" ]]; then
+    REQUEST_TIMEOUT=300
+  else
+    die "SCHEDULER_DISPATCH=$SCHEDULER_DISPATCH: must be inline or cloud_tasks"
   fi
 }
 
@@ -100,7 +113,7 @@ deploy_revision() {
     --no-allow-unauthenticated \
     "--service-account=$RUNTIME_SERVICE_ACCOUNT" \
     "$env_flag" \
-    --timeout=300 --concurrency=8 \
+    "--timeout=$REQUEST_TIMEOUT" --concurrency=8 \
     "$@" "${extra[@]}" --quiet
 }
 

@@ -21,6 +21,14 @@
 #       and TTL is made for these names (see firestore_plan),
 #     FIRESTORE_INDEXES_FILE (firestore.indexes.json beside this script: a template with the default names),
 #     OIDC_AUDIENCE and OIDC_ALLOWED_EMAILS: when set, checked against the service URL and the invoker.
+#   with SCHEDULER_DISPATCH=cloud_tasks also: the Cloud Tasks queue (created or updated), its service
+#     account (created), roles/run.invoker for it on the service, and roles/iam.serviceAccountUser
+#     (iam.serviceAccounts.actAs) on it for the runtime account, which creates tasks that carry its token.
+#     required: CLOUD_TASKS_QUEUE (projects/P/locations/L/queues/Q), CLOUD_TASKS_SERVICE_ACCOUNT (an email);
+#     optional (default): RUNTIME_SERVICE_ACCOUNT (the service's own), TASKS_QUEUE_MAX_DISPATCHES_PER_SECOND (100),
+#     TASKS_QUEUE_MAX_CONCURRENT_DISPATCHES (100), TASKS_QUEUE_MAX_ATTEMPTS (5), TASKS_QUEUE_MIN_BACKOFF (10s),
+#     TASKS_QUEUE_MAX_BACKOFF (300s); CLOUD_TASKS_TARGET_URL and TASKS_ALLOWED_EMAILS: when set, checked
+#     against the service URL and the tasks account.
 #
 # Every command is printed (prefixed "+") before it runs; the first failing one stops the script.
 set -euo pipefail
@@ -63,6 +71,9 @@ settings() {
   LOCATION="${SCHEDULER_LOCATION:-$REGION}"
   STORAGE="${SCHEDULER_STORAGE:-json}"
   STORAGE="${STORAGE,,}"
+  DISPATCH="${SCHEDULER_DISPATCH:-inline}"
+  DISPATCH="${DISPATCH,,}"
+  [[ "$DISPATCH" == "inline" || "$DISPATCH" == "cloud_tasks" ]] || die "SCHEDULER_DISPATCH=$DISPATCH: must be inline or cloud_tasks"
   DATABASE="${FIRESTORE_DATABASE:-(default)}"
   JOBS_COLLECTION="${FIRESTORE_JOBS_COLLECTION:-scheduler_jobs}"
   EXECUTIONS_COLLECTION="${FIRESTORE_EXECUTIONS_COLLECTION:-scheduler_executions}"
@@ -80,6 +91,7 @@ check_collection() {
 enable_apis() {
   local apis=(run.googleapis.com cloudscheduler.googleapis.com iamcredentials.googleapis.com)
   [[ "$STORAGE" == "firestore" ]] && apis+=(firestore.googleapis.com)
+  [[ "$DISPATCH" == "cloud_tasks" ]] && apis+=(cloudtasks.googleapis.com)
   run gcloud services enable "${apis[@]}" "--project=$PROJECT_ID"
 }
 
@@ -209,6 +221,78 @@ setup_firestore() {
   done <<<"$plan"
 }
 
+# Whether the comma list $1 (emails, or "@domain" entries) admits the email $2.
+allows() {
+  local entry entries
+  IFS=',' read -r -a entries <<<"$1"
+  for entry in "${entries[@]}"; do
+    entry="${entry//[[:space:]]/}"
+    if [[ "${entry,,}" == "${2,,}" || ("$entry" == @* && "${2,,}" == *"${entry,,}") ]]; then
+      return 0
+    fi
+  done
+  return 1
+}
+
+# SCHEDULER_DISPATCH=cloud_tasks: what the app reads must match what is set up here, before anything changes.
+tasks_settings() {
+  local url="$1"
+  require CLOUD_TASKS_QUEUE CLOUD_TASKS_SERVICE_ACCOUNT
+  if ! [[ "$CLOUD_TASKS_QUEUE" =~ ^projects/([a-z][a-z0-9.:-]*[a-z0-9])/locations/([a-z][a-z0-9-]*[a-z0-9])/queues/([A-Za-z0-9-]{1,100})$ ]]; then
+    die "CLOUD_TASKS_QUEUE=$CLOUD_TASKS_QUEUE: must be a full queue name, projects/PROJECT/locations/LOCATION/queues/QUEUE"
+  fi
+  QUEUE_PROJECT="${BASH_REMATCH[1]}"
+  QUEUE_LOCATION="${BASH_REMATCH[2]}"
+  QUEUE_ID="${BASH_REMATCH[3]}"
+  [[ "$CLOUD_TASKS_SERVICE_ACCOUNT" =~ ^[^@[:space:]]+@[^@[:space:]]+$ ]] ||
+    die "CLOUD_TASKS_SERVICE_ACCOUNT=$CLOUD_TASKS_SERVICE_ACCOUNT: must be a service account email"
+  TASKS_EMAIL="$CLOUD_TASKS_SERVICE_ACCOUNT"
+  if [[ -n "${CLOUD_TASKS_TARGET_URL:-}" && "$CLOUD_TASKS_TARGET_URL" != "$url/tasks/run" ]]; then
+    die "CLOUD_TASKS_TARGET_URL=$CLOUD_TASKS_TARGET_URL but the service's /tasks/run is $url/tasks/run; every task would miss it. Deploy with CLOUD_TASKS_TARGET_URL=$url/tasks/run (./deploy.sh deploy) and run this again"
+  fi
+  if [[ -n "${TASKS_ALLOWED_EMAILS:-}" ]] && ! allows "$TASKS_ALLOWED_EMAILS" "$TASKS_EMAIL"; then
+    die "TASKS_ALLOWED_EMAILS=$TASKS_ALLOWED_EMAILS does not allow the tasks account $TASKS_EMAIL; every task would get 403"
+  fi
+  if [[ -z "${CLOUD_TASKS_TARGET_URL:-}" ]]; then
+    note "deploy with CLOUD_TASKS_TARGET_URL=$url/tasks/run (./deploy.sh deploy), where the tasks go"
+  fi
+}
+
+setup_tasks() {
+  local runtime verb
+  if exists gcloud iam service-accounts describe "$TASKS_EMAIL" "--project=$PROJECT_ID"; then
+    note "service account $TASKS_EMAIL exists"
+  else
+    note "service account $TASKS_EMAIL not found; creating it"
+    run gcloud iam service-accounts create "${TASKS_EMAIL%%@*}" "--project=$PROJECT_ID" \
+      "--display-name=Cloud Tasks invoker of $SERVICE_NAME"
+  fi
+  run gcloud run services add-iam-policy-binding "$SERVICE_NAME" "--project=$PROJECT_ID" "--region=$REGION" \
+    "--member=serviceAccount:$TASKS_EMAIL" --role=roles/run.invoker --condition=None
+  runtime="${RUNTIME_SERVICE_ACCOUNT:-}"
+  if [[ -z "$runtime" ]]; then
+    show gcloud run services describe "$SERVICE_NAME" "--project=$PROJECT_ID" "--region=$REGION" "--format=value(spec.template.spec.serviceAccountName)"
+    runtime="$(gcloud run services describe "$SERVICE_NAME" "--project=$PROJECT_ID" "--region=$REGION" \
+      "--format=value(spec.template.spec.serviceAccountName)")" || die "cannot read the runtime service account of $SERVICE_NAME (see above)"
+    [[ -n "$runtime" ]] || die "service $SERVICE_NAME names no runtime service account; set RUNTIME_SERVICE_ACCOUNT (the account it runs as)"
+  fi
+  # Creating a task that carries the tasks account's OIDC token needs actAs on that account.
+  run gcloud iam service-accounts add-iam-policy-binding "$TASKS_EMAIL" "--project=$PROJECT_ID" \
+    "--member=serviceAccount:$runtime" --role=roles/iam.serviceAccountUser --condition=None
+  if exists gcloud tasks queues describe "$QUEUE_ID" "--location=$QUEUE_LOCATION" "--project=$QUEUE_PROJECT"; then
+    verb=update
+  else
+    verb=create
+  fi
+  run gcloud tasks queues "$verb" "$QUEUE_ID" "--location=$QUEUE_LOCATION" "--project=$QUEUE_PROJECT" \
+    "--max-dispatches-per-second=${TASKS_QUEUE_MAX_DISPATCHES_PER_SECOND:-100}" \
+    "--max-concurrent-dispatches=${TASKS_QUEUE_MAX_CONCURRENT_DISPATCHES:-100}" \
+    "--max-attempts=${TASKS_QUEUE_MAX_ATTEMPTS:-5}" \
+    "--min-backoff=${TASKS_QUEUE_MIN_BACKOFF:-10s}" \
+    "--max-backoff=${TASKS_QUEUE_MAX_BACKOFF:-300s}"
+  note "queue $CLOUD_TASKS_QUEUE ${verb}d: tasks POST to /tasks/run as $TASKS_EMAIL"
+}
+
 upsert_job() {
   local url="$1" verb
   if exists gcloud scheduler jobs describe "$JOB" "--location=$LOCATION" "--project=$PROJECT_ID"; then
@@ -239,7 +323,13 @@ cmd_setup() {
     die "cannot read the URL of service $SERVICE_NAME in $REGION (see above); deploy it first: ./deploy.sh deploy"
   [[ -n "$url" ]] || die "service $SERVICE_NAME in $REGION has no URL yet; deploy it first: ./deploy.sh deploy"
   check_app_agrees "$url"
+  if [[ "$DISPATCH" == "cloud_tasks" ]]; then
+    tasks_settings "$url"
+  fi
   ensure_invoker
+  if [[ "$DISPATCH" == "cloud_tasks" ]]; then
+    setup_tasks
+  fi
   if [[ "$STORAGE" == "firestore" ]]; then
     setup_firestore
   fi

@@ -10,6 +10,7 @@ commands add to it, so a second run sees what the first one made. Shape:
                                "revisions": ["newest", ..., "oldest"]}},
      "scheduler_jobs": {"crontick-tick": {...flags}}, "indexes": [[...flags]], "ttls": [[field, group]],
      "exemptions": [[field, group]],
+     "queues": {"projects/p/locations/l/queues/q": {...flags}}, "sa_bindings": [[account, member, role]],
      "bindings": [[...]], "fail": ["substring of a joined argv that must fail"]}
 
 Flags with values are only understood in ``--flag=value`` form, the form the
@@ -85,6 +86,34 @@ def main(argv: list[str]) -> int:
             save()
         print("bindings: ...")
         return 0
+    if cmd == ("iam", "service-accounts", "add-iam-policy-binding"):
+        if words[3] not in state.get("service_accounts", []):
+            return fail(f"NOT_FOUND: Unknown service account {words[3]}")
+        binding = [words[3], flags.get("--member"), flags.get("--role")]
+        if binding not in state.setdefault("sa_bindings", []):
+            state["sa_bindings"].append(binding)
+            save()
+        print("bindings: ...")
+        return 0
+    if words[:2] == ["tasks", "queues"] and words[2] in ("describe", "create", "update"):
+        queues = state.setdefault("queues", {})
+        name = f"projects/{project}/locations/{flags.get('--location')}/queues/{words[3]}"
+        settings = {k: v for k, v in flags.items() if k not in ("--project", "--location")}
+        if words[2] == "describe":
+            if name not in queues:
+                return fail(f"NOT_FOUND: Requested entity was not found. {name}")
+            print(f"name: {name}\nstate: RUNNING")
+        elif words[2] == "create":
+            if name in queues:
+                return fail(f"ALREADY_EXISTS: Queue already exists: {name}")
+            queues[name] = settings
+            save()
+        else:
+            if name not in queues:
+                return fail(f"NOT_FOUND: Requested entity was not found. {name}")
+            queues[name].update(settings)
+            save()
+        return 0
     if cmd == ("run", "services", "describe"):
         service = services.get(words[3])
         if service is None:
@@ -92,6 +121,8 @@ def main(argv: list[str]) -> int:
         fmt = flags.get("--format", "")
         if fmt == "value(status.url)":
             print(service["url"])
+        elif fmt == "value(spec.template.spec.serviceAccountName)":
+            print(service.get("serviceAccountName", ""))
         elif fmt == "json":
             status = {"url": service["url"], "traffic": service.get("traffic", [])}
             if service.get("latestReadyRevisionName"):

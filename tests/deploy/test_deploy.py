@@ -364,3 +364,58 @@ def test_usage_errors_call_no_gcloud(cloud: Cloud, args: tuple[str, ...]) -> Non
     assert result.returncode == 2
     assert "deploy.sh deploy" in result.stderr
     assert cloud.calls() == []
+
+
+# SCHEDULER_DISPATCH=cloud_tasks
+
+TASKS_QUEUE = f"projects/{PROJECT}/locations/{REGION}/queues/crontick-runs"
+TASKS_SA = f"crontick-tasks@{PROJECT}.iam.gserviceaccount.com"
+TASKS_APP_ENV = APP_ENV | {
+    "SCHEDULER_DISPATCH": "cloud_tasks",
+    "CLOUD_TASKS_QUEUE": TASKS_QUEUE,
+    "CLOUD_TASKS_TARGET_URL": f"{SERVICE_URL}/tasks/run",
+    "CLOUD_TASKS_SERVICE_ACCOUNT": TASKS_SA,
+    "TASKS_ALLOWED_EMAILS": f"{TASKS_SA},ops@example.com",
+    "SCHEDULER_DISPATCH_CONCURRENCY": "32",
+    "SCHEDULER_DISPATCH_LEASE_SECONDS": "900",
+}
+
+
+def test_cloud_tasks_deploy_passes_the_dispatch_settings_and_a_30_minute_timeout(cloud: Cloud) -> None:
+    result = cloud.run("deploy.sh", "deploy", env=TASKS_APP_ENV)
+
+    assert result.returncode == 0, result.stderr
+    (call,) = cloud.calls()
+    (flag,) = [a for a in call if a.startswith("--set-env-vars=")]
+    assert flag == (
+        ENV_VARS_FLAG + "|SCHEDULER_DISPATCH=cloud_tasks|SCHEDULER_DISPATCH_LEASE_SECONDS=900|SCHEDULER_DISPATCH_CONCURRENCY=32"
+        f"|CLOUD_TASKS_QUEUE={TASKS_QUEUE}|CLOUD_TASKS_TARGET_URL={SERVICE_URL}/tasks/run|CLOUD_TASKS_SERVICE_ACCOUNT={TASKS_SA}"
+        f"|TASKS_ALLOWED_EMAILS={TASKS_SA},ops@example.com"
+    )
+    assert call == [*deploy_call()[:7], f"--service-account={RUNTIME_SA}", flag, "--timeout=1800", "--concurrency=8", "--quiet"]
+
+
+def test_inline_deploy_keeps_the_5_minute_timeout(cloud: Cloud) -> None:
+    result = cloud.run("deploy.sh", "deploy", env=APP_ENV | {"SCHEDULER_DISPATCH": "inline"})
+
+    assert result.returncode == 0, result.stderr
+    (call,) = cloud.calls()
+    assert "--timeout=300" in call
+    assert any(a.endswith("|SCHEDULER_DISPATCH=inline") for a in call)
+
+
+@pytest.mark.parametrize("unset", ["CLOUD_TASKS_QUEUE", "CLOUD_TASKS_TARGET_URL", "CLOUD_TASKS_SERVICE_ACCOUNT"])
+def test_cloud_tasks_deploy_refuses_missing_settings_without_calling_gcloud(cloud: Cloud, unset: str) -> None:
+    result = cloud.run("deploy.sh", "deploy", env=TASKS_APP_ENV | {unset: None})  # type: ignore[dict-item]
+
+    assert result.returncode == 1
+    assert f"deploy.sh: error: missing required setting(s): {unset}" in result.stderr
+    assert cloud.calls() == []
+
+
+def test_deploy_refuses_an_unknown_dispatch_mode(cloud: Cloud) -> None:
+    result = cloud.run("deploy.sh", "deploy", env=APP_ENV | {"SCHEDULER_DISPATCH": "pubsub"})
+
+    assert result.returncode == 1
+    assert "SCHEDULER_DISPATCH=pubsub: must be inline or cloud_tasks" in result.stderr
+    assert cloud.calls() == []

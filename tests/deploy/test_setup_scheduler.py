@@ -414,3 +414,128 @@ def test_unsupported_field_override_is_refused_before_any_firestore_change(cloud
     assert result.returncode == 1
     assert "only index exemptions" in result.stderr
     assert not [c for c in cloud.calls() if c[0] == "firestore" or c[:2] == ["scheduler", "jobs"]]
+
+
+# SCHEDULER_DISPATCH=cloud_tasks: the queue, its service account and the two bindings.
+
+TASKS_SA = f"crontick-tasks@{PROJECT}.iam.gserviceaccount.com"
+RUNTIME = f"crontick-run@{PROJECT}.iam.gserviceaccount.com"
+TASKS_QUEUE = f"projects/{PROJECT}/locations/europe-west1/queues/crontick-runs"
+TASKS_ENV = {
+    "SCHEDULER_DISPATCH": "cloud_tasks",
+    "CLOUD_TASKS_QUEUE": TASKS_QUEUE,
+    "CLOUD_TASKS_SERVICE_ACCOUNT": TASKS_SA,
+    "RUNTIME_SERVICE_ACCOUNT": RUNTIME,
+}
+TASKS_SA_DESCRIBE = ["iam", "service-accounts", "describe", TASKS_SA, P]
+TASKS_SA_CREATE = ["iam", "service-accounts", "create", "crontick-tasks", P, "--display-name=Cloud Tasks invoker of crontick"]
+TASKS_INVOKER = [
+    "run", "services", "add-iam-policy-binding", SERVICE, P, f"--region={REGION}",
+    f"--member=serviceAccount:{TASKS_SA}", "--role=roles/run.invoker", "--condition=None",
+]
+ACT_AS = [
+    "iam", "service-accounts", "add-iam-policy-binding", TASKS_SA, P,
+    f"--member=serviceAccount:{RUNTIME}", "--role=roles/iam.serviceAccountUser", "--condition=None",
+]
+QUEUE_DESCRIBE = ["tasks", "queues", "describe", "crontick-runs", "--location=europe-west1", P]
+QUEUE_FLAGS = [
+    "crontick-runs", "--location=europe-west1", P, "--max-dispatches-per-second=100", "--max-concurrent-dispatches=100",
+    "--max-attempts=5", "--min-backoff=10s", "--max-backoff=300s",
+]
+TASKS_APIS = [*APIS[:-1], "cloudtasks.googleapis.com", P]
+
+
+def test_cloud_tasks_creates_queue_account_and_bindings(cloud: Cloud) -> None:
+    result = cloud.run("setup-scheduler.sh", "setup", env=TASKS_ENV)
+
+    assert result.returncode == 0, result.stderr
+    assert cloud.calls() == [
+        TASKS_APIS, URL_DESCRIBE, SA_DESCRIBE, SA_CREATE, BINDING,
+        TASKS_SA_DESCRIBE, TASKS_SA_CREATE, TASKS_INVOKER, ACT_AS, QUEUE_DESCRIBE, ["tasks", "queues", "create", *QUEUE_FLAGS],
+        JOB_DESCRIBE, JOB_CREATE,
+    ]
+    state = cloud.load()
+    assert state["service_accounts"] == [INVOKER, TASKS_SA]
+    assert state["bindings"] == [[SERVICE, f"serviceAccount:{INVOKER}", "roles/run.invoker"], [SERVICE, f"serviceAccount:{TASKS_SA}", "roles/run.invoker"]]
+    assert state["sa_bindings"] == [[TASKS_SA, f"serviceAccount:{RUNTIME}", "roles/iam.serviceAccountUser"]]
+    assert state["queues"] == {TASKS_QUEUE: {
+        "--max-dispatches-per-second": "100", "--max-concurrent-dispatches": "100", "--max-attempts": "5",
+        "--min-backoff": "10s", "--max-backoff": "300s",
+    }}
+    assert f"deploy with CLOUD_TASKS_TARGET_URL={SERVICE_URL}/tasks/run" in result.stderr
+
+
+def test_cloud_tasks_second_setup_updates_the_queue_and_creates_nothing_twice(cloud: Cloud) -> None:
+    assert cloud.run("setup-scheduler.sh", "setup", env=TASKS_ENV).returncode == 0
+    cloud.clear_calls()
+    env = TASKS_ENV | {
+        "TASKS_QUEUE_MAX_DISPATCHES_PER_SECOND": "20", "TASKS_QUEUE_MAX_CONCURRENT_DISPATCHES": "50", "TASKS_QUEUE_MAX_ATTEMPTS": "3",
+        "TASKS_QUEUE_MIN_BACKOFF": "5s", "TASKS_QUEUE_MAX_BACKOFF": "60s", "CLOUD_TASKS_TARGET_URL": f"{SERVICE_URL}/tasks/run",
+    }
+
+    result = cloud.run("setup-scheduler.sh", "setup", env=env)
+
+    assert result.returncode == 0, result.stderr
+    update = [
+        "tasks", "queues", "update", "crontick-runs", "--location=europe-west1", P, "--max-dispatches-per-second=20",
+        "--max-concurrent-dispatches=50", "--max-attempts=3", "--min-backoff=5s", "--max-backoff=60s",
+    ]
+    assert cloud.calls() == [TASKS_APIS, URL_DESCRIBE, SA_DESCRIBE, BINDING, TASKS_SA_DESCRIBE, TASKS_INVOKER, ACT_AS, QUEUE_DESCRIBE, update, JOB_DESCRIBE, JOB_UPDATE]
+    state = cloud.load()
+    assert state["service_accounts"] == [INVOKER, TASKS_SA]
+    assert len(state["bindings"]) == 2 and len(state["sa_bindings"]) == 1
+    assert state["queues"][TASKS_QUEUE]["--max-dispatches-per-second"] == "20"
+    assert "deploy with CLOUD_TASKS_TARGET_URL" not in result.stderr
+
+
+def test_cloud_tasks_reads_the_runtime_account_from_the_service(cloud: Cloud) -> None:
+    cloud.state["services"][SERVICE]["serviceAccountName"] = "svc-runtime@proj-1.iam.gserviceaccount.com"
+    cloud.save()
+
+    result = cloud.run("setup-scheduler.sh", "setup", env=TASKS_ENV | {"RUNTIME_SERVICE_ACCOUNT": None})  # type: ignore[dict-item]
+
+    assert result.returncode == 0, result.stderr
+    assert ["run", "services", "describe", SERVICE, P, f"--region={REGION}", "--format=value(spec.template.spec.serviceAccountName)"] in cloud.calls()
+    assert cloud.load()["sa_bindings"] == [[TASKS_SA, "serviceAccount:svc-runtime@proj-1.iam.gserviceaccount.com", "roles/iam.serviceAccountUser"]]
+
+
+def test_cloud_tasks_without_a_runtime_account_stops_before_the_queue(cloud: Cloud) -> None:
+    result = cloud.run("setup-scheduler.sh", "setup", env=TASKS_ENV | {"RUNTIME_SERVICE_ACCOUNT": None})  # type: ignore[dict-item]
+
+    assert result.returncode == 1
+    assert "service crontick names no runtime service account; set RUNTIME_SERVICE_ACCOUNT" in result.stderr
+    assert not [c for c in cloud.calls() if c[0] == "tasks" or c[:2] == ["scheduler", "jobs"]]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"CLOUD_TASKS_QUEUE": None}, "missing required setting(s): CLOUD_TASKS_QUEUE"),
+        ({"CLOUD_TASKS_SERVICE_ACCOUNT": None}, "missing required setting(s): CLOUD_TASKS_SERVICE_ACCOUNT"),
+        ({"CLOUD_TASKS_QUEUE": "crontick-runs"}, "CLOUD_TASKS_QUEUE=crontick-runs: must be a full queue name"),
+        ({"CLOUD_TASKS_SERVICE_ACCOUNT": "crontick-tasks"}, "CLOUD_TASKS_SERVICE_ACCOUNT=crontick-tasks: must be a service account email"),
+        ({"CLOUD_TASKS_TARGET_URL": "https://elsewhere.example/tasks/run"}, f"but the service's /tasks/run is {SERVICE_URL}/tasks/run"),
+        ({"TASKS_ALLOWED_EMAILS": "ops@example.com"}, f"TASKS_ALLOWED_EMAILS=ops@example.com does not allow the tasks account {TASKS_SA}"),
+        ({"SCHEDULER_DISPATCH": "pubsub"}, "SCHEDULER_DISPATCH=pubsub: must be inline or cloud_tasks"),
+    ],
+)
+def test_cloud_tasks_settings_the_app_would_not_agree_with_are_refused_before_any_change(cloud: Cloud, changes: dict, message: str) -> None:
+    result = cloud.run("setup-scheduler.sh", "setup", env=TASKS_ENV | changes)
+
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert not [c for c in cloud.calls() if "create" in c or "add-iam-policy-binding" in c or c[0] == "tasks"]
+
+
+def test_cloud_tasks_allow_list_with_the_tasks_domain_passes(cloud: Cloud) -> None:
+    result = cloud.run("setup-scheduler.sh", "setup", env=TASKS_ENV | {"TASKS_ALLOWED_EMAILS": f"ops@example.com, @{PROJECT}.iam.gserviceaccount.com"})
+
+    assert result.returncode == 0, result.stderr
+    assert ["tasks", "queues", "create", *QUEUE_FLAGS] in cloud.calls()
+
+
+def test_inline_mode_sets_up_no_tasks(cloud: Cloud) -> None:
+    result = cloud.run("setup-scheduler.sh", "setup", env=TASKS_ENV | {"SCHEDULER_DISPATCH": "inline"})
+
+    assert result.returncode == 0, result.stderr
+    assert cloud.calls() == [APIS, URL_DESCRIBE, SA_DESCRIBE, SA_CREATE, BINDING, JOB_DESCRIBE, JOB_CREATE]

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.conftest import FAKE_BIN, FIXTURES, ROOT, Cloud
-from tests.deploy.test_deploy import APP_ENV, with_tag
+from tests.deploy.test_deploy import APP_ENV, TASKS_APP_ENV, with_tag
+from tests.deploy.test_setup_scheduler import TASKS_ENV
 
 
 def _tool(name: str) -> str | None:
@@ -162,11 +163,17 @@ def _real_gcloud() -> str | None:
 
 
 def _emitted_calls(cloud: Cloud, health_url: str) -> list[list[str]]:
+    cloud.state["services"]["crontick"]["serviceAccountName"] = "crontick-run@proj-1.iam.gserviceaccount.com"
+    cloud.save()
     env = {"SCHEDULER_STORAGE": "firestore", "FIRESTORE_INDEXES_FILE": str(FIXTURES / "firestore.indexes.fixture.json")}
     assert cloud.run("setup-scheduler.sh", "setup", env=env).returncode == 0
     assert cloud.run("setup-scheduler.sh", "setup", env=env).returncode == 0  # update, this time
     for verb in ("pause", "resume", "run", "status"):
         assert cloud.run("setup-scheduler.sh", verb).returncode == 0
+    # SCHEDULER_DISPATCH=cloud_tasks: the queue (create, then update), its account and bindings, the runtime account read.
+    for _ in range(2):
+        assert cloud.run("setup-scheduler.sh", "setup", env=TASKS_ENV | {"RUNTIME_SERVICE_ACCOUNT": None}).returncode == 0  # type: ignore[dict-item]
+    assert cloud.run("deploy.sh", "deploy", env=TASKS_APP_ENV).returncode == 0
     assert cloud.run("deploy.sh", "deploy-tag", "canary", env=APP_ENV | {"DEPLOY_EXTRA_FLAGS": "--min-instances=1"}).returncode == 0
     assert cloud.run("deploy.sh", "deploy", env=APP_ENV | {"IMAGE": "us-docker.pkg.dev/p/r/crontick:1"}).returncode == 0
     with_tag(cloud, health_url)
@@ -193,14 +200,15 @@ def test_every_emitted_flag_exists_in_the_real_gcloud(cloud: Cloud, health_serve
             ("iam", "service-accounts", "describe"), ("iam", "service-accounts", "create"),
             ("run", "services", "describe"), ("run", "services", "add-iam-policy-binding"),
             ("run", "services", "update-traffic"), ("scheduler", "jobs", "describe"), ("scheduler", "jobs", "pause"),
-            ("scheduler", "jobs", "resume"), ("scheduler", "jobs", "run"),
+            ("scheduler", "jobs", "resume"), ("scheduler", "jobs", "run"), ("iam", "service-accounts", "add-iam-policy-binding"),
+            ("tasks", "queues", "describe"), ("tasks", "queues", "create"), ("tasks", "queues", "update"),
         }:
             words = words[:-1]  # the resource name
         elif words[:2] in {("run", "deploy"), ("services", "enable")}:
             words = words[:2]
         flags = {arg.split("=", 1)[0] for arg in call if arg.startswith("--")}
         flags_by_command.setdefault(words, set()).update(flags)
-    assert len(flags_by_command) >= 17, sorted(flags_by_command)
+    assert len(flags_by_command) >= 21, sorted(flags_by_command)
 
     env = {
         "PATH": os.environ.get("PATH", ""),
