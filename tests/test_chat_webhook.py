@@ -847,6 +847,13 @@ def test_a_recurring_job_whose_later_runs_are_beyond_the_calendar(chat: Chat, cl
     assert reply.splitlines()[2:] == ["Next run (Europe/Paris / UTC):", "• Sat 9999-12-18 13:00 CET (12:00 UTC)", "Later runs would be beyond the calendar (year 9999)."]
 
 
+def test_an_interval_whose_first_run_is_beyond_the_calendar_is_refused(chat: Chat, clock: FakeClock) -> None:
+    clock.set(at(9999, 12, 31, 12, 0))
+    reply = chat.say("remind every 1d x")
+    assert reply.startswith('Sorry, not understood: "every 1d" - its first run would be beyond the calendar (after 9999-12-31)'), reply
+    assert chat.jobs() == []
+
+
 def test_times_at_the_start_of_the_epoch_west_of_utc(make_chat, clock: FakeClock) -> None:
     clock.set(at(1970, 1, 1, 0, 5))
     chat = make_chat(CHAT_DEFAULT_TIMEZONE="America/Adak")

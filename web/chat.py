@@ -345,6 +345,8 @@ class Conversation:
                 break
             except ValidationError as exc:
                 raise NotUnderstood(_validation_text(exc), example) from None
+            except OverflowError:  # fire-time arithmetic past year 9999 (an interval from the calendar's last days)
+                raise NotUnderstood(f'"{when.phrase}" - its first run would be beyond the calendar (after 9999-12-31)', example) from None
             except ConflictError:  # a 48-bit id collision: draw another
                 continue
         else:
