@@ -11,6 +11,14 @@ Safe across threads and processes on one machine:
 * a file that does not parse, or has an unknown ``schema_version``, raises
   :class:`~scheduler.errors.StoreCorrupt` naming it, and is never overwritten.
 
+Symlinks: the configured path (``SCHEDULER_JSON_PATH``) is resolved once, with
+``os.path.realpath``, when the store is built, and the store then locks
+(``<target>.lock``), reads and atomically replaces the *target*; the link itself
+is never touched, so it keeps working when ops tooling manages the link, and a
+store opened on the link and one opened on the target share one file and one
+lock. ``open()`` logs both paths (action ``json_store_opened``). A link changed
+to point elsewhere takes effect at the next start.
+
 Parsing is the expensive part, so the parsed document is cached. The cache is
 keyed by a random ``generation`` token written first in every file this store
 writes; a call re-reads only the first bytes to check it, and re-parses when
@@ -44,7 +52,9 @@ class JsonFileStore(TableStore):
     kind = "json"
 
     def __init__(self, path: str | os.PathLike[str], *, history_limit: int = 50, lock_timeout: float = 10.0) -> None:
-        self.path = Path(path)
+        self.configured_path = Path(path)
+        # Resolved once (see the module docstring): os.replace on a link would replace the link.
+        self.path = Path(os.path.realpath(path))
         self.history_limit = history_limit
         self.lock_timeout = lock_timeout
         self._file_lock = FileLock(f"{self.path}.lock", timeout=lock_timeout)
@@ -59,6 +69,10 @@ class JsonFileStore(TableStore):
             raise StoreUnavailable(f"cannot create the folder of {self.path}: {exc}") from exc
         self._call("count_by_status")
         self._remove_orphaned_temp_files()
+        log.info(
+            "JSON store opened",
+            extra={"json_fields": {"action": "json_store_opened", "path": str(self.configured_path), "resolved_path": str(self.path), "symlink": self.configured_path.is_symlink()}},
+        )
 
     def _remove_orphaned_temp_files(self) -> None:
         """Temp files are only written under the lock, so any found while holding it

@@ -223,3 +223,27 @@ def test_restore_jobs_is_one_file_replacement_per_call_and_none_when_unchanged(t
     assert store.restore_jobs(jobs).unchanged == [job.id for job in jobs] and store.fsynced_writes == 1
     assert store.restore_jobs([]).created == [] and store.fsynced_writes == 1
     assert JsonFileStore(tmp_path / "jobs.json").list_jobs(limit=1000) == jobs
+
+
+def test_a_store_opened_on_a_symlink_writes_the_target_and_shares_it(tmp_path, caplog):
+    target = tmp_path / "real" / "jobs.json"
+    target.parent.mkdir()
+    link = tmp_path / "jobs-link.json"
+    link.symlink_to(target)  # dangling until the first write
+    with caplog.at_level("INFO", logger="storage.jsonfile"):
+        on_link = JsonFileStore(link)
+        on_link.open()
+    opened = [r.json_fields for r in caplog.records if getattr(r, "json_fields", {}).get("action") == "json_store_opened"]
+    assert opened == [{"action": "json_store_opened", "path": str(link), "resolved_path": str(target), "symlink": True}]
+    on_link.add_job(make_job("via-link"))
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert target.is_file() and not target.is_symlink()
+    assert "via-link" in json.loads(target.read_text())["jobs"]
+    on_target = JsonFileStore(target)
+    on_target.open()
+    on_target.add_job(make_job("via-target"))
+    assert [j.id for j in on_link.list_jobs()] == [j.id for j in on_target.list_jobs()] == ["via-link", "via-target"]
+    on_link.update_job("via-target", lambda j: j.replace(payload={"by": "link"}))
+    assert on_target.get_job("via-target").payload == {"by": "link"}
+    assert link.is_symlink() and sorted(p.name for p in tmp_path.iterdir()) == ["jobs-link.json", "real"]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["jobs.json", "jobs.json.lock"]  # one lock, next to the target
