@@ -236,7 +236,10 @@ def describe_schedule(job: Any) -> str:
             tz = zone(tz_name)
         except ValueError:
             tz, tz_name = zone("UTC"), "UTC"
-        local = at.astimezone(tz)
+        try:
+            local = at.astimezone(tz)
+        except OverflowError:  # within hours of year 1 or 9999: say it in UTC
+            tz_name, local = "UTC", at
         if tz_name == "UTC":
             return f"once, on {local:%a %Y-%m-%d at %H:%M} UTC"
         return f"once, on {local:%a %Y-%m-%d at %H:%M} {tz_name} time"

@@ -117,7 +117,7 @@ def next_fire_after(job: Job, after: datetime) -> datetime | None:
     (a one-off job, or a cron expression such as ``0 0 30 2 *`` that matches no date)."""
     try:
         return next(fire_times_after(job, after), None)
-    except CroniterError:
+    except (CroniterError, OverflowError):  # no date matches, or the next one is past year 9999
         return None
 
 
