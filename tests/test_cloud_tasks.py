@@ -124,7 +124,9 @@ class _Receiver(BaseHTTPRequestHandler):
         server = self.server
         with server.lock:  # type: ignore[attr-defined]
             server.received.append(Delivery(self.path, {k.lower(): v for k, v in self.headers.items()}, body))  # type: ignore[attr-defined]
-        self.send_response(200)
+            plan = server.statuses  # type: ignore[attr-defined]
+            status = plan.pop(0) if plan else 200
+        self.send_response(status)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
@@ -135,6 +137,7 @@ class _Receiver(BaseHTTPRequestHandler):
 class Delivery:
     def __init__(self, path: str, headers: dict[str, str], body: bytes) -> None:
         self.path, self.headers, self.body = path, headers, body
+        self.at = time.monotonic()
 
     @property
     def run(self) -> RunRef:
@@ -149,6 +152,7 @@ class Receiver:
         self.server.daemon_threads = True
         self.server.received = []  # type: ignore[attr-defined]
         self.server.lock = threading.Lock()  # type: ignore[attr-defined]
+        self.server.statuses = []  # type: ignore[attr-defined]  # answers for the next requests; then 200
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -298,6 +302,23 @@ def test_the_same_runs_dispatched_again_count_as_dispatched(tasks_emulator, disp
     assert {names.count(task_id(r.run)) for r in requests} == {2}
 
 
+def test_the_emulator_delivers_again_after_a_5xx_without_backoff(dispatcher_for, receiver) -> None:
+    """What the /tasks/run tests can count on: a 503 answer is followed by another delivery
+    of the same task within a sweep (0.1 s), with X-CloudTasks-TaskRetryCount counting up."""
+    receiver.server.statuses = [503, 500]
+    dispatcher = dispatcher_for()
+
+    assert dispatcher.dispatch(runs(1)).failed == {}
+
+    deliveries = receiver.wait_for(3)
+    assert len(deliveries) == 3
+    assert {d.headers["x-cloudtasks-taskname"] for d in deliveries} == {task_id(runs(1)[0].run)}
+    assert [d.headers["x-cloudtasks-taskretrycount"] for d in deliveries] == ["0", "1", "2"]
+    assert deliveries[2].at - deliveries[0].at < 1.5
+    time.sleep(0.5)
+    assert len(receiver.received) == 3  # the 200 ended it
+
+
 def test_an_unknown_queue_fails_every_run_naming_the_error(tasks_emulator, dispatcher_for, receiver, caplog) -> None:  # noqa: F811
     missing = "projects/demo-crontick/locations/us-central1/queues/no-such-queue"
     dispatcher = dispatcher_for(missing)
@@ -332,7 +353,7 @@ def test_a_stopped_emulator_fails_every_run_within_the_call_timeout(receiver) ->
     assert result.dispatched == []
     assert sorted(result.failed) == [f"job-{i:04d}" for i in range(20)]
     assert all(error.startswith("ServiceUnavailable: 503 ") for error in result.failed.values()), result.failed
-    assert 0.5 <= elapsed < 3.0  # retried within the 1 s call timeout, 16 calls at a time
+    assert 0.5 <= elapsed < 4.0  # retried within the 1 s call timeout, 16 calls at a time: two waves
 
 
 def test_a_thousand_runs_dispatch_through_the_pool(tasks_emulator, dispatcher_for, receiver, record_property) -> None:  # noqa: F811
@@ -385,6 +406,29 @@ def test_a_closed_dispatcher_fails_without_calling(dispatcher_for, receiver) -> 
     assert result.dispatched == []
     assert result.failed == {"job-0000": "not attempted: the dispatcher is closed", "job-0001": "not attempted: the dispatcher is closed"}
     dispatcher.close()  # twice is fine
+
+
+@pytest.mark.parametrize(("require", "outcome"), [("", "1 skipped"), ("1", "1 error")])
+def test_without_the_tasks_venv_the_fixture_skips_or_fails_under_require(tmp_path: Path, require: str, outcome: str) -> None:
+    module = tmp_path / "test_needs_emulator.py"
+    module.write_text(
+        "from pathlib import Path\n"
+        "import tests.support.tasks_emulator as support\n"
+        "from tests.support.tasks_emulator import tasks_emulator  # noqa: F401\n"
+        f"support.VENV = Path({str(tmp_path / 'no-venv')!r})\n"
+        "def test_it(tasks_emulator):\n"
+        "    pass\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(REPO), "REQUIRE_TASKS_EMULATOR": require}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", str(module), "-q", "-rs", "-p", "no:cacheprovider", "--rootdir", str(tmp_path)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+    assert outcome in done.stdout, done.stdout + done.stderr
+    assert f"{tmp_path / 'no-venv'} has no gcloud-tasks-emulator (make tasks-venv)" in done.stdout
+    if require:
+        assert "(REQUIRE_TASKS_EMULATOR=1)" in done.stdout
 
 
 # A gRPC Cloud Tasks stand-in for what the emulator does not do: deduplicate names, be slow, hang.

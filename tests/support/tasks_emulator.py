@@ -220,7 +220,7 @@ class TasksEmulator:
 @pytest.fixture(scope="session")
 def tasks_emulator() -> Iterator[TasksEmulator]:
     """The session's Cloud Tasks emulator, with the queue :data:`QUEUE` created."""
-    emulator = TasksEmulator()
+    emulator = TasksEmulator(venv=VENV)
     try:
         emulator_python(emulator.venv)
     except TasksEmulatorUnavailable as exc:
