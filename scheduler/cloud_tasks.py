@@ -53,16 +53,15 @@ _EXISTED = "existed"
 class CloudTasksDispatcher:
     """Creates one HTTP task per :class:`DispatchRequest`; implements :class:`scheduler.dispatch.Dispatcher`.
 
-    ``client`` replaces the CloudTasksClient the settings would build (it must have
-    ``create_task(request=..., retry=..., timeout=...)``); ``call_timeout`` and
-    ``batch_timeout`` bound one CreateTask and one :meth:`dispatch` call.
+    ``call_timeout`` and ``batch_timeout`` bound one CreateTask and one :meth:`dispatch`
+    call. Building it builds the client: without CLOUD_TASKS_EMULATOR_HOST that reads the
+    application-default credentials, so missing credentials stop the service at start.
     """
 
     def __init__(
         self,
         settings: Settings,
         *,
-        client: Any = None,
         call_timeout: float = CALL_TIMEOUT_SECONDS,
         batch_timeout: float = BATCH_TIMEOUT_SECONDS,
     ) -> None:
@@ -84,7 +83,7 @@ class CloudTasksDispatcher:
         self.call_timeout = call_timeout
         self.batch_timeout = batch_timeout
         self.concurrency = settings.dispatch_concurrency
-        self._client = client if client is not None else self._build_client()
+        self._client = self._build_client()
         self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="crontick-dispatch")
 
     def _build_client(self) -> Any:
