@@ -9,7 +9,11 @@ Safe across threads and processes on one machine:
   atomically replaces the old file (``os.replace``), and the folder is fsync'd,
   so a crash at any instant leaves either the old or the new file, whole;
 * a file that does not parse, or has an unknown ``schema_version``, raises
-  :class:`~scheduler.errors.StoreCorrupt` naming it, and is never overwritten.
+  :class:`~scheduler.errors.StoreCorrupt` naming it, and is never overwritten;
+  so does one nested too deeply for ``json`` (a payload stored before the API
+  refused them, or a hand edit), whose message also names the jobs whose
+  payload nests more than 32 levels (found by parsing again in a thread with a
+  large stack: see :func:`_deeply_nested_jobs`).
 
 Symlinks: the configured path (``SCHEDULER_JSON_PATH``) is resolved once, with
 ``os.path.realpath``, when the store is built, and the store then locks
@@ -28,10 +32,12 @@ parsed on every call.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import re
+import sys
 import tempfile
 import threading
 import uuid
@@ -46,6 +52,13 @@ from storage.table import SCHEMA_VERSION, JobTable, TableStore, empty_document
 log = logging.getLogger(__name__)
 
 _GENERATION_RE = re.compile(rb'^\{"generation":\s*"([0-9a-f]{32})"')
+# A file json.loads cannot parse for its nesting is parsed again in a worker thread with
+# this stack and recursion limit, to name the jobs at fault. CPython 3.11's json uses
+# about 200 bytes of C stack per level (measured: 80,000 levels fit in 16 MiB), so
+# 100,000 levels stay far inside 256 MiB; deeper files get a RecursionError again.
+DEEP_PARSE_STACK_BYTES = 256 * 1024 * 1024
+DEEP_PARSE_RECURSION_LIMIT = 100_000
+NAMED_PAYLOAD_DEPTH = 32  # the API's payload limit (scheduler.jobspec.MAX_PAYLOAD_DEPTH)
 
 
 class JsonFileStore(TableStore):
@@ -61,6 +74,7 @@ class JsonFileStore(TableStore):
         self._mutex = threading.Lock()  # guards the cache between this process's threads
         self._cache: tuple[bytes, dict[str, Any]] | None = None
         self.fsynced_writes = 0  # file replacements made by this instance (benchmarks read it)
+        self._too_deep_memo: tuple[bytes, str] | None = None
 
     def open(self) -> None:
         try:
@@ -125,6 +139,8 @@ class JsonFileStore(TableStore):
     def _parse(self, raw: bytes) -> dict[str, Any]:
         try:
             doc = json.loads(raw)
+        except RecursionError:
+            raise StoreCorrupt(self._too_deep(raw)) from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise StoreCorrupt(f"{self.path} is not valid JSON ({exc}); fix or move it, crontick will not overwrite it") from None
         if not isinstance(doc, dict) or doc.get("schema_version") != SCHEMA_VERSION:
@@ -137,6 +153,26 @@ class JsonFileStore(TableStore):
                 raise StoreCorrupt(f"{self.path}: {key!r} must be a JSON {kind.__name__}; crontick will not overwrite it")
         doc.pop("generation", None)
         return doc
+
+    def _too_deep(self, raw: bytes) -> str:
+        """The StoreCorrupt message for a file nested too deeply for ``json.loads`` here:
+        names the jobs at fault when a deeper parse (:func:`_deeply_nested_jobs`) finds them.
+        Remembered per file content, since a service serving 503 asks on every call."""
+        digest = hashlib.sha256(raw).digest()
+        if self._too_deep_memo is not None and self._too_deep_memo[0] == digest:
+            return self._too_deep_memo[1]
+        job_ids = _deeply_nested_jobs(raw)
+        if job_ids:
+            shown = ", ".join(repr(job_id) for job_id in job_ids[:20]) + (f" and {len(job_ids) - 20} more" if len(job_ids) > 20 else "")
+            message = (
+                f"{self.path} is nested too deeply to read: job(s) {shown} have a payload nested more than "
+                f"{NAMED_PAYLOAD_DEPTH} levels deep; remove or flatten them by hand, crontick will not overwrite the file"
+            )
+        else:
+            message = f"{self.path} is nested too deeply to read (no job payload is the cause that could be found); fix or move it, crontick will not overwrite it"
+        log.error("JSON store file nested too deeply", extra={"json_fields": {"action": "store_file_too_deep", "file": str(self.path), "job_ids": job_ids[:100]}})
+        self._too_deep_memo = (digest, message)
+        return message
 
     def _save(self, doc: dict[str, Any]) -> None:
         generation = uuid.uuid4().hex
@@ -158,6 +194,63 @@ class JsonFileStore(TableStore):
         _fsync_folder(folder)
         self.fsynced_writes += 1
         self._cache = (generation.encode(), doc)
+
+
+def _deeply_nested_jobs(raw: bytes) -> list[str]:
+    """Ids of the jobs in ``raw`` whose payload nests more than :data:`NAMED_PAYLOAD_DEPTH`
+    levels, sorted; empty when none does or when even this parse fails.
+
+    Only called after ``json.loads`` raised RecursionError: parses again in a thread
+    with a :data:`DEEP_PARSE_STACK_BYTES` stack and the recursion limit raised to
+    :data:`DEEP_PARSE_RECURSION_LIMIT` for the time of the parse (the limit is
+    process-wide; this is an error path of a store that cannot serve anyway).
+    """
+    found: list[str] = []
+
+    def parse() -> None:
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, DEEP_PARSE_RECURSION_LIMIT))
+        try:
+            doc = json.loads(raw)
+        except (RecursionError, ValueError, UnicodeDecodeError, MemoryError):
+            return
+        finally:
+            sys.setrecursionlimit(limit)
+        jobs = doc.get("jobs") if isinstance(doc, dict) else None
+        if isinstance(jobs, dict):
+            found.extend(sorted(str(job_id) for job_id, data in jobs.items() if isinstance(data, dict) and _nesting(data.get("payload")) > NAMED_PAYLOAD_DEPTH))
+
+    try:
+        previous = threading.stack_size(DEEP_PARSE_STACK_BYTES)
+    except (ValueError, RuntimeError):  # the platform refuses that stack size: name the file only
+        return []
+    try:
+        worker = threading.Thread(target=parse, name="crontick-deep-parse", daemon=True)
+        worker.start()
+    finally:
+        threading.stack_size(previous)
+    worker.join()
+    return found
+
+
+def _nesting(value: Any) -> int:
+    """Levels of arrays and objects in ``value`` (``{}`` is 1), iteratively; stops
+    counting past :data:`NAMED_PAYLOAD_DEPTH`."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > NAMED_PAYLOAD_DEPTH:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -49,13 +49,18 @@ def seed(path: Path, n: int, job_type: str = "ledger", **payload) -> JsonFileSto
 
 
 @pytest.mark.parametrize("content", [b"{not json", b"", b'{"schema_version": 99, "jobs": {}}', b"[1, 2]", b'{"schema_version": 1, "jobs": []}'])
-def test_a_corrupt_file_stops_start_up_and_is_left_untouched(tmp_path, content):
+def test_a_corrupt_file_is_refused_at_open_served_as_503_and_left_untouched(tmp_path, content):
     path = tmp_path / "jobs.json"
     path.write_bytes(content)
     before = path.stat()
     with pytest.raises(StoreCorrupt) as excinfo:
-        create_app({"ENVIRONMENT": "test", "AUTH_MODE": "disabled", "SCHEDULER_JSON_PATH": str(path)})
+        JsonFileStore(path).open()
     assert str(path) in str(excinfo.value)
+    # The service starts anyway (main.create_app) and answers 503 naming the file.
+    client = create_app({"ENVIRONMENT": "test", "AUTH_MODE": "disabled", "SCHEDULER_JSON_PATH": str(path)}).test_client()
+    response = client.post("/cron/tick")
+    assert response.status_code == 503 and str(path) in response.json["error"]["message"]
+    assert client.get("/health").status_code == 200
     assert path.read_bytes() == content and path.stat().st_mtime_ns == before.st_mtime_ns
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
@@ -247,3 +252,62 @@ def test_a_store_opened_on_a_symlink_writes_the_target_and_shares_it(tmp_path, c
     assert on_target.get_job("via-target").payload == {"by": "link"}
     assert link.is_symlink() and sorted(p.name for p in tmp_path.iterdir()) == ["jobs-link.json", "real"]
     assert sorted(p.name for p in target.parent.iterdir()) == ["jobs.json", "jobs.json.lock"]  # one lock, next to the target
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def _plant_payload(path: Path, job_id: str, payload_json: str) -> None:
+    """Swap the payload of a stored job for raw JSON text (a hand edit of the file)."""
+    text = path.read_text()
+    marker = json.dumps({"n": job_id}, separators=(",", ":"))  # make_job's payload
+    assert text.count(marker) == 1
+    path.write_text(text.replace(marker, payload_json))
+
+
+def test_a_payload_nested_5000_deep_gives_store_corrupt_naming_the_file_and_the_job(tmp_path):
+    path = tmp_path / "jobs.json"
+    store = JsonFileStore(path)
+    store.open()
+    for job_id in ("fine", "deep-one", "shallow"):
+        store.add_job(make_job(job_id))
+    _plant_payload(path, "deep-one", '{"x":' + _nested(5000) + "}")
+    _plant_payload(path, "shallow", '{"x":' + _nested(31) + "}")  # 32 levels with the object: within the limit
+    before, stat, limit = path.read_bytes(), path.stat(), sys.getrecursionlimit()
+    for _ in range(2):  # the second time from the remembered diagnosis
+        with pytest.raises(StoreCorrupt) as excinfo:
+            JsonFileStore(path).open()
+        message = str(excinfo.value)
+        assert message == (
+            f"{path} is nested too deeply to read: job(s) 'deep-one' have a payload nested more than 32 levels deep; "
+            "remove or flatten them by hand, crontick will not overwrite the file"
+        )
+    with pytest.raises(StoreCorrupt, match="deep-one"):
+        JsonFileStore(path).list_jobs()
+    assert path.read_bytes() == before and path.stat().st_mtime_ns == stat.st_mtime_ns
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["jobs.json", "jobs.json.lock"]
+    assert sys.getrecursionlimit() == limit  # raised only inside the deep parse
+
+
+def test_too_deep_outside_any_payload_or_beyond_the_deep_parse_names_the_file_only(tmp_path):
+    path = tmp_path / "jobs.json"
+    store = JsonFileStore(path)
+    store.open()
+    store.add_job(make_job("a1"))
+    doc = json.loads(path.read_text())
+    del doc["generation"]  # a hand-edited file: parsed on every call
+    text = json.dumps(doc, separators=(",", ":"))
+    ticks_deep = text.replace('"ticks":[]', '"ticks":[' + _nested(5000) + "]")
+    assert ticks_deep != text
+    path.write_text(ticks_deep)
+    with pytest.raises(StoreCorrupt) as excinfo:
+        JsonFileStore(path).open()
+    assert str(excinfo.value) == f"{path} is nested too deeply to read (no job payload is the cause that could be found); fix or move it, crontick will not overwrite it"
+    # Deeper than even the worker thread's parse allows: the file is named, nothing crashes.
+    path.write_text(text)
+    _plant_payload(path, "a1", '{"x":' + _nested(300_000) + "}")
+    before = path.read_bytes()
+    with pytest.raises(StoreCorrupt, match="no job payload is the cause that could be found"):
+        JsonFileStore(path).open()
+    assert path.read_bytes() == before
