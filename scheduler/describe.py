@@ -239,7 +239,7 @@ def describe_schedule(job: Any) -> str:
         try:
             local = at.astimezone(tz)
         except OverflowError:  # within hours of year 1 or 9999: say it in UTC
-            tz_name, local = "UTC", at
+            return f"once, on {at:%a} {at.year:04d}-{at:%m-%d} at {at:%H:%M} UTC (beyond the calendar in {tz_name})"
         if tz_name == "UTC":
             return f"once, on {local:%a %Y-%m-%d at %H:%M} UTC"
         return f"once, on {local:%a %Y-%m-%d at %H:%M} {tz_name} time"

@@ -343,17 +343,22 @@ class TickEngine:
 
         Runs nothing (``duplicate_delivery``) unless the stored job still holds the lease
         the task names: a redelivered task, or one whose run was settled, taken over or
-        paused meanwhile. Raises StoreError when the store is unavailable (the caller
-        answers 503 so Cloud Tasks retries).
+        paused meanwhile. Otherwise it first takes the run with one fenced ``update_job``
+        (``lease_owner`` gains ``/task``, ``lease_epoch + 1``), so two deliveries of the
+        same task arriving at once cannot both run it; the heartbeat and the settle are
+        fenced on that new lease. Raises StoreError when the store is unavailable (the
+        caller answers 503 so Cloud Tasks retries).
         """
+        now = self.clock()
         try:
-            job = self.store.get_job(run.job_id)
+            # Take the run: fenced on the task's lease, and moving the epoch on, so that of two
+            # deliveries of one task arriving together exactly one runs it.
+            job = self.store.update_job(run.job_id, _take_run(run, now, self.lease_seconds))
         except JobNotFound:
             return TaskRunOutcome(run.job_id, "duplicate_delivery", detail="no such job")
-        if job.status is not JobStatus.RUNNING or job.lease_owner != run.lease_owner or job.lease_epoch != run.lease_epoch:
-            log.info("Stale or duplicate task delivery; nothing run", extra={"json_fields": {"action": "duplicate_delivery", "job_id": run.job_id, "lease_epoch": run.lease_epoch, "stored_epoch": job.lease_epoch, "task": task}})
-            return TaskRunOutcome(run.job_id, "duplicate_delivery", detail=f"the job is {job.status.value} with lease epoch {job.lease_epoch}")
-        now = self.clock()
+        except _StaleRun as stale:
+            log.info("Stale or duplicate task delivery; nothing run", extra={"json_fields": {"action": "duplicate_delivery", "job_id": run.job_id, "lease_epoch": run.lease_epoch, "detail": str(stale), "task": task}})
+            return TaskRunOutcome(run.job_id, "duplicate_delivery", detail=str(stale))
         scope = RunScope(tick_id=run.lease_owner, source=Source.CLOUD_TASKS, now=now, deadline=self.monotonic() + self._timeout(job) + 1.0, task=task)
         [planned] = self._run_guarded([job], scope, settle_clock=self.clock)
         settled = self.store.settle_jobs([planned.settlement], tick=None)
@@ -550,6 +555,19 @@ class TickEngine:
             executions.append(Execution(job.id, occurrence, job.attempts, scope.tick_id, Outcome.FAILED, now, _ms(t0, self.monotonic()), error, scope.source, scope.task))
             return RunResult(Outcome.FAILED, error=error, started_at=now, duration_ms=_ms(begin, self.monotonic()), failed_fire_at=occurrence, executions=executions)
         return RunResult(Outcome.SUCCEEDED, started_at=now, duration_ms=_ms(begin, self.monotonic()), executions=executions)
+
+
+class _StaleRun(Exception):
+    """The stored job no longer holds the lease a task names."""
+
+
+def _take_run(run: RunRef, now: datetime, lease_seconds: float) -> Callable[[Job], Job]:
+    def change(job: Job) -> Job:
+        if job.status is not JobStatus.RUNNING or job.lease_owner != run.lease_owner or job.lease_epoch != run.lease_epoch:
+            raise _StaleRun(f"the job is {job.status.value} with lease epoch {job.lease_epoch}; the task names epoch {run.lease_epoch}")
+        return job.replace(lease_owner=f"{run.lease_owner}/task", lease_epoch=job.lease_epoch + 1, lease_until=now + timedelta(seconds=lease_seconds), updated_at=now)
+
+    return change
 
 
 def _ms(t0: float, t1: float) -> float:

@@ -72,10 +72,13 @@ class JobService:
             if job.status not in (JobStatus.PAUSED, JobStatus.FAILED):
                 raise ConflictError(f"job {job.id} is {job.status.value}; only paused or failed jobs can be resumed")
             next_run = job.next_run_at
-            if job.status is JobStatus.FAILED or next_run is None:
-                next_run = now if not job.is_recurring else next_fire_after(job, now)
-            elif job.is_recurring and not catch_up and next_run <= now:
-                next_run = next_fire_after(job, now)
+            try:
+                if job.status is JobStatus.FAILED or next_run is None:
+                    next_run = now if not job.is_recurring else next_fire_after(job, now)
+                elif job.is_recurring and not catch_up and next_run <= now:
+                    next_run = next_fire_after(job, now)
+            except OverflowError:  # the next fire time is past year 9999
+                next_run = None
             if next_run is None:
                 raise ConflictError(f"job {job.id} has no future fire time")
             return job.replace(status=JobStatus.PENDING, next_run_at=next_run, fire_at=next_run, attempts=0, updated_at=now)

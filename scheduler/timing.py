@@ -114,10 +114,11 @@ def fire_times_after(job: Job, after: datetime) -> Iterator[datetime]:
 
 def next_fire_after(job: Job, after: datetime) -> datetime | None:
     """The next fire time after ``after``; ``None`` when the schedule never fires again
-    (a one-off job, or a cron expression such as ``0 0 30 2 *`` that matches no date)."""
+    (a one-off job, or a cron expression such as ``0 0 30 2 *`` that matches no date).
+    Raises OverflowError when the next fire time would be past year 9999."""
     try:
         return next(fire_times_after(job, after), None)
-    except (CroniterError, OverflowError):  # no date matches, or the next one is past year 9999
+    except CroniterError:  # no date matches
         return None
 
 

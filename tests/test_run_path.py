@@ -257,3 +257,29 @@ def test_tasks_run_answers_503_when_the_store_is_down(tmp_path, config, clock, r
     body = {"job_id": "d1", "lease_owner": claimed.lease_owner, "lease_epoch": claimed.lease_epoch, "fire_at": "2026-01-05T11:59:59Z"}
     response = app.test_client().post("/tasks/run", json=body)
     assert response.status_code == 503 and response.headers["Retry-After"]
+
+
+def test_two_deliveries_of_one_task_arriving_together_run_it_once():
+    store = MemoryStore()
+    clock = FakeClock()
+    store.add_job(make_job("twice", job_type="slow"))
+    claimed = store.claim_due_jobs(now=T0, tick=_tick("t1"), lease_seconds=300, limit=10).claimed[0]
+    runs: list[str] = []
+    gate = threading.Event()
+
+    def slow(job, ctx):
+        runs.append(job.id)
+        gate.wait(2)
+
+    engine = TickEngine(store, registry_with(slow=slow), SETTINGS, rng=random.Random(1), clock=clock)
+    results: list[str] = []
+    threads = [threading.Thread(target=lambda: results.append(engine.run_dispatched(RunRef.of(claimed)).result)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    gate.set()
+    for t in threads:
+        t.join(5)
+    assert runs == ["twice"]
+    assert sorted(results) == ["duplicate_delivery"] * 3 + ["settled"]
+    assert store.get_job("twice").status is JobStatus.COMPLETED

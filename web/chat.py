@@ -372,7 +372,7 @@ class Conversation:
             zone_name = tz_name or self._zone_for(job)
             nxt = f", next {_fmt(job.next_run_at, zone_name)}" if job.next_run_at and not job.status.is_final else ""
             owner = f", by {job.created_by}" if self.is_admin and job.created_by and not self._owns(job) else ""
-            lines.append(f"• `{job.id}` {job.job_type} [{job.status.value}]: {_describe(job)}{nxt}{owner}{_gist(job)}")
+            lines.append(f"• `{job.id}` {job.job_type} [{job.status.value}]: {describe_schedule(job)}{nxt}{owner}{_gist(job)}")
         if len(jobs) > MAX_LISTED:
             lines.append(f"... and {len(jobs) - MAX_LISTED} more")
         return "\n".join(lines)
@@ -392,7 +392,7 @@ class Conversation:
         job, tz_name = self._target(rest, "history")
         runs = self.app.store.list_executions(job_id=job.id, limit=HISTORY_SHOWN)
         if not runs:
-            described = _describe(job)
+            described = describe_schedule(job)
             return f"`{job.id}` ({job.job_type}) has not run yet. {described[0].upper()}{described[1:]}."
         lines = [f"Last {len(runs)} runs of `{job.id}` ({job.job_type}), newest first:"]
         for run in runs:
@@ -494,7 +494,7 @@ class Conversation:
         return job.timezone if job.timezone != "UTC" else self.config.default_timezone
 
     def _summary(self, head: str, job: Job, tz_name: str) -> str:
-        lines = [f"{head}: {_describe(job)}."]
+        lines = [f"{head}: {describe_schedule(job)}."]
         if job.job_type == "chat_message" and isinstance(job.payload.get("text"), str):
             lines.append(f"Message: {_clip(job.payload['text'], 200)}")
         if job.status is JobStatus.FAILED:
@@ -596,17 +596,6 @@ def _fmt(when: datetime, tz_name: str) -> str:
         return f"{when:%a} {utc_text} UTC {_beyond(tz_name)}"
     utc_part = f"{when.hour:02d}:{when.minute:02d}" if local.date() == when.date() else utc_text
     return f"{local:%a} {_ymd_hm(local)} {local.tzname()} ({utc_part} UTC)"
-
-
-def _describe(job: Job) -> str:
-    """``describe_schedule(job)``, total: a one-off job whose own zone's wall time at
-    ``schedule_at`` is beyond the calendar is described in UTC, saying so."""
-    try:
-        return describe_schedule(job)
-    except OverflowError:
-        if job.schedule_at is None:
-            raise
-        return f"once, on {job.schedule_at:%a} {_ymd_hm(job.schedule_at).replace(' ', ' at ')} UTC {_beyond(job.timezone)}"
 
 
 def _validation_text(exc: ValidationError) -> str:
