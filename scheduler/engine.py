@@ -110,8 +110,13 @@ class RunScope:
 
 @dataclass(slots=True)
 class TickOutcome:
+    """What one tick did. ``runs`` holds every claimed job's :class:`PlannedRun` (its result
+    and the settlement handed to the store), for observers such as ``/metrics``; it is not
+    part of :meth:`to_dict`."""
+
     tick: TickRecord
     duplicate_of: TickRecord | None = None
+    runs: list[PlannedRun] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         if self.duplicate_of is not None:
@@ -259,6 +264,7 @@ class TickEngine:
         tick = TickRecord(tick_id=tick_id, started_at=now, source=source, occurrence_key=occurrence_key)
         metrics = tick.metrics
         scope = RunScope(tick_id=tick_id, source=source, now=now, deadline=deadline)
+        runs: list[PlannedRun] = []
         more_due = True
         while more_due:
             if self.dispatcher is None and self.monotonic() + settings.job_timeout_seconds > deadline and metrics.jobs_due:
@@ -279,6 +285,7 @@ class TickEngine:
             else:
                 planned = self._run_guarded(claim.claimed, scope)
             self._count(planned, metrics)
+            runs.extend(planned)
             tick.finished_at = now + timedelta(seconds=self.monotonic() - started)
             metrics.duration_ms = round((self.monotonic() - started) * 1000, 3)
             if planned:
@@ -297,7 +304,7 @@ class TickEngine:
             )
         metrics.duration_ms = round((self.monotonic() - started) * 1000, 3)
         log.info("Scheduler tick completed", extra={"json_fields": {"action": "tick_completed", "tick_id": tick_id, "source": source.value, **metrics.to_dict()}})
-        return TickOutcome(tick=tick)
+        return TickOutcome(tick=tick, runs=runs)
 
     @staticmethod
     def _count(planned: Sequence[PlannedRun], metrics: Any) -> None:
