@@ -22,7 +22,14 @@ Served only when ``METRICS_ENABLED=true`` (else 404). The endpoint takes no toke
 so that a scraper beside the container (the Cloud Run Managed Prometheus sidecar
 scrapes localhost) can read it; it shows counts only, never job contents.
 
-No ``prometheus_client`` dependency: a handful of counters and one histogram
+Per-run histograms, fed from each tick's :attr:`~scheduler.engine.TickOutcome.runs`
+(every execution whose handler ran: ``succeeded`` or ``failed``, timeouts included):
+``crontick_schedule_lag_seconds`` is fire time to start (the execution's
+``started_at``, which is the tick's clock reading, minus its ``fire_at``; negative
+values count as 0), ``crontick_run_duration_seconds{job_type}`` the handler's wall
+time. Runs dispatched to Cloud Tasks settle in ``/tasks/run`` and are not in them.
+
+No ``prometheus_client`` dependency: a handful of counters and three histograms
 do not need it, and its process-global default registry fights with the many
 apps a test session builds.
 """
@@ -40,7 +47,7 @@ from werkzeug.exceptions import NotFound
 
 from scheduler.engine import TickOutcome
 from scheduler.errors import StoreError
-from scheduler.model import JobStatus
+from scheduler.model import JobStatus, Outcome
 from web.context import crontick
 
 log = logging.getLogger(__name__)
@@ -50,9 +57,44 @@ CACHE_EXTENSION = "crontick_metrics_store_cache"
 _CACHE_INIT = threading.Lock()
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+# Ticks come once a minute, so lag below a second is the norm and a minute or more means missed ticks.
+LAG_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+RUN_DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
+_RAN = (Outcome.SUCCEEDED, Outcome.FAILED)
 JOB_OUTCOMES = ("succeeded", "failed", "misfired", "deferred")
 
 bp = Blueprint("metrics", __name__)
+
+
+class Histogram:
+    """Cumulative Prometheus buckets for one label set (not thread-safe: the collector locks)."""
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.buckets = buckets
+        self.counts = [0] * len(buckets)
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        for index, bound in enumerate(self.buckets):
+            if value <= bound:
+                self.counts[index] += 1
+        self.count += 1
+        self.sum += value
+
+    def render(self, lines: list[str], name: str, labels: str = "") -> None:
+        sep = "," if labels else ""
+        for bound, count in zip(self.buckets, self.counts, strict=True):
+            lines.append(f'{name}_bucket{{{labels}{sep}le="{_number(bound)}"}} {count}')
+        lines.append(f'{name}_bucket{{{labels}{sep}le="+Inf"}} {self.count}')
+        suffix = f"{{{labels}}}" if labels else ""
+        lines.append(f"{name}_sum{suffix} {_number(self.sum)}")
+        lines.append(f"{name}_count{suffix} {self.count}")
+
+
+def _label_value(value: str) -> str:
+    """A label value in the exposition format: backslash, double quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 class TickMetricsCollector:
@@ -70,6 +112,8 @@ class TickMetricsCollector:
         self.bucket_counts = [0] * len(self.buckets)
         self.duration_count = 0
         self.duration_sum = 0.0
+        self.schedule_lag = Histogram(LAG_BUCKETS)
+        self.run_duration: dict[str, Histogram] = {}
 
     def observe(self, outcome: TickOutcome) -> None:
         with self._lock:
@@ -92,6 +136,16 @@ class TickMetricsCollector:
                     self.bucket_counts[index] += 1
             self.duration_count += 1
             self.duration_sum += seconds
+            for run in outcome.runs:
+                job_type = run.settlement.job.job_type
+                for execution in run.settlement.executions:
+                    if execution.outcome not in _RAN:
+                        continue
+                    self.schedule_lag.observe(max((execution.started_at - execution.fire_at).total_seconds(), 0.0))
+                    histogram = self.run_duration.get(job_type)
+                    if histogram is None:
+                        histogram = self.run_duration[job_type] = Histogram(RUN_DURATION_BUCKETS)
+                    histogram.observe(max(execution.duration_ms, 0.0) / 1000.0)
 
     def render(self) -> list[str]:
         with self._lock:
@@ -114,6 +168,11 @@ class TickMetricsCollector:
             lines.append(f'crontick_tick_duration_seconds_bucket{{le="+Inf"}} {self.duration_count}')
             lines.append(f"crontick_tick_duration_seconds_sum {_number(self.duration_sum)}")
             lines.append(f"crontick_tick_duration_seconds_count {self.duration_count}")
+            _family(lines, "crontick_schedule_lag_seconds", "histogram", "Fire time to start of each run whose handler ran (ticks' runs).")
+            self.schedule_lag.render(lines, "crontick_schedule_lag_seconds")
+            _family(lines, "crontick_run_duration_seconds", "histogram", "Handler wall time of each run, by job_type (ticks' runs).")
+            for job_type in sorted(self.run_duration):
+                self.run_duration[job_type].render(lines, "crontick_run_duration_seconds", f'job_type="{_label_value(job_type)}"')
             return lines
 
 
