@@ -221,10 +221,10 @@ class StoreGaugeCache:
     :meth:`get` returns cached figures younger than ``max_age``. Otherwise one caller
     (the first) reads the store, outside the lock; callers arriving during that read get
     the previous reading, or, when there is none yet, wait for it. A read that raises
-    :class:`StoreError` leaves the previous figures in place and marks the reading down;
-    since only a successful read refreshes the figures' time, the next :meth:`get` after
-    ``max_age`` reads again. Any other exception propagates to the reader (a bug) and
-    likewise leaves the figures as they were. ``max_age <= 0`` (or NaN) reads every time.
+    :class:`StoreError` leaves the previous figures in place and marks the reading down,
+    and is not cached: the next :meth:`get` reads again. Any other exception propagates
+    to the reader (a bug) and likewise leaves the figures as they were. ``max_age <= 0``
+    (or NaN) reads every time.
     """
 
     def __init__(self, read: Callable[[], tuple[dict[str, int], int]], *, max_age: float, monotonic: Callable[[], float]) -> None:
