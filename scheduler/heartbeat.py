@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -77,13 +78,20 @@ class LeaseKeeper:
         return held.beats if held else 0
 
     def _loop(self) -> None:
+        next_beat = time.monotonic() + self.interval_seconds
         while True:
             with self._lock:
                 if not self._held:
                     self._thread = None
                     return
-                self._wake.wait(self.interval_seconds)
+                # A release wakes the loop (so it can end when nothing is held); that is
+                # no reason to beat early: every extension is a store write.
+                remaining = next_beat - time.monotonic()
+                if remaining > 0:
+                    self._wake.wait(remaining)
+                    continue
                 held = list(self._held.values())
+            next_beat = time.monotonic() + self.interval_seconds
             if held:
                 self.beat(held)
 

@@ -30,7 +30,11 @@ class ClaimResult:
     ``due`` the due jobs it saw; ``conflicts`` the due jobs another claimer took
     between read and write; ``more_due`` is true when due jobs beyond ``limit``
     remain. ``duplicate_of`` is set (and nothing claimed) when the tick's
-    occurrence was already handled by another tick.
+    occurrence was already handled by another tick. ``unreadable`` lists, sorted,
+    the ids of stored jobs the claim met but could not decode (a hand edit, an
+    older or newer format): each is skipped, written to nothing and logged as an
+    ERROR (action ``stored_job_unreadable``), and the other due jobs are claimed
+    as if it were not there.
     """
 
     claimed: list[Job] = field(default_factory=list)
@@ -40,6 +44,7 @@ class ClaimResult:
     conflicts: int = 0
     more_due: bool = False
     duplicate_of: TickRecord | None = None
+    unreadable: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -774,16 +774,54 @@ class FirestoreStore:
             write = self._pb_set(ref._document_path, fields, marker.update_time)  # take over a stale marker
         raise StoreUnavailable(f"occurrence {tick.occurrence_key!r} is contended; try again")
 
+    def _due_window(self, query: Any, limit: int) -> tuple[list[tuple[Any, Job]], dict[str, str], int, bool]:
+        """Up to ``limit + 1`` due jobs of ``query`` that decode, as (snapshot, job).
+
+        A document that does not decode is skipped and reported ({id: error}), never
+        fatal; since it stays due it would keep taking a place in the window, so the
+        window is widened past such documents (at most twice more: extra queries only
+        when unreadable documents exist). Also returns the documents read, and
+        whether the window came back full (more may be due).
+        """
+        size = limit + 1
+        for _ in range(3):
+            snaps = self._query(query.limit(size), "claim_due_jobs")
+            decoded: list[tuple[Any, Job]] = []
+            unreadable: dict[str, str] = {}
+            for snap in snaps:
+                try:
+                    decoded.append((snap, self._job_from(snap)))
+                except StoreCorrupt as exc:
+                    unreadable[snap.id] = str(exc)
+            full = len(snaps) >= size
+            if not unreadable or not full or len(decoded) > limit:
+                break
+            size = limit + 1 + len(unreadable)
+        return decoded, unreadable, len(snaps), full
+
     def claim_due_jobs(self, *, now: datetime, tick: TickRecord, lease_seconds: float, limit: int) -> ClaimResult:
         pending_q, running_q = self._due_queries(now)
-        snaps = self._query(pending_q.limit(limit + 1), "claim_due_jobs") + self._query(running_q.limit(limit + 1), "claim_due_jobs")
         candidates = []
-        for snap in snaps:
-            job = self._job_from(snap)
-            if job.is_due(now):
-                candidates.append((job.next_run_at or datetime.min.replace(tzinfo=timezone.utc), job.id, job, snap))
+        unreadable: dict[str, str] = {}
+        checked = 0
+        window_full = False
+        for query in (pending_q, running_q):
+            decoded, bad, read, full = self._due_window(query, limit)
+            unreadable.update(bad)
+            checked += read
+            window_full = window_full or (full and bool(bad))
+            for snap, job in decoded:
+                if job.is_due(now):
+                    candidates.append((job.next_run_at or datetime.min.replace(tzinfo=timezone.utc), job.id, job, snap))
+        for job_id, error in sorted(unreadable.items()):
+            log.error(
+                "A stored job cannot be read; the claim skipped it",
+                extra={"json_fields": {"action": "stored_job_unreadable", "job_id": job_id, "error": error}},
+            )
         candidates.sort(key=lambda c: (c[0], c[1]))
-        result = ClaimResult(checked=len(snaps), due=len(candidates), more_due=len(candidates) > limit)
+        # A window still full of unreadable documents may hide further due jobs.
+        more_due = len(candidates) > limit or window_full
+        result = ClaimResult(checked=checked, due=len(candidates), more_due=more_due, unreadable=sorted(unreadable))
         key = tick.occurrence_key
         held = key is None or self._knows(self._held_occurrences, (tick.tick_id, key))
         if not candidates:

@@ -20,12 +20,19 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from scheduler.errors import ConflictError, JobNotFound
+import logging
+
+from scheduler.errors import ConflictError, JobNotFound, StoreCorrupt
 from scheduler.model import Execution, Job, JobStatus, Outcome, RunRef, Settlement, TickRecord, to_iso
 from storage.base import ClaimResult, ExtendResult, RestoreResult, SettleResult
 
+log = logging.getLogger(__name__)
+
 SCHEMA_VERSION = 1
 TICKS_KEPT = 200
+_STATUSES = frozenset(status.value for status in JobStatus)
+# What Job.from_dict (and the claim's arithmetic) raise for a stored job that is not one.
+_DECODE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, OverflowError)
 
 
 def empty_document() -> dict[str, Any]:
@@ -66,7 +73,7 @@ class JobTable:
         return job, True
 
     def get_job(self, job_id: str) -> Job:
-        return Job.from_dict(self._get(job_id))
+        return _decode(job_id, self._get(job_id))
 
     def list_jobs(self, *, status: JobStatus | None, job_type: str | None, limit: int, after_id: str | None) -> list[Job]:
         out = []
@@ -74,35 +81,46 @@ class JobTable:
             if after_id is not None and job_id <= after_id:
                 continue
             data = self.jobs[job_id]
-            if status is not None and data["status"] != status.value:
+            if status is not None and _field(data, "status") != status.value:
                 continue
-            if job_type is not None and data["job_type"] != job_type:
+            if job_type is not None and _field(data, "job_type") != job_type:
                 continue
-            out.append(Job.from_dict(data))
+            out.append(_decode(job_id, data))
             if len(out) >= limit:
                 break
         return out
 
     def update_job(self, job_id: str, change: Callable[[Job], Job]) -> Job:
-        new = change(Job.from_dict(self._get(job_id)))
+        new = change(_decode(job_id, self._get(job_id)))
         if new.id != job_id:
             raise ValueError("update_job's change must not alter the job id")
         self.jobs[job_id] = new.to_dict()
         self.dirty = True
         return new
 
-    def _due_ids(self, now_iso: str) -> list[tuple[str, str]]:
+    def _due_ids(self, now_iso: str, unreadable: dict[str, str] | None = None) -> list[tuple[str, str]]:
+        """(sort key, id) of the due jobs, earliest first. Only the fields that decide
+        dueness are looked at (decoding every job each tick would cost); a job whose
+        status or schedule fields are not what a stored job has goes to ``unreadable``."""
         due = []
         for job_id, data in self.jobs.items():
-            status = data["status"]
+            status = _field(data, "status")
             if status == "pending":
-                when = data["next_run_at"]
-                if when is not None and when <= now_iso:
-                    due.append((when, job_id))
+                when = data.get("next_run_at")
+                if isinstance(when, str):
+                    if when <= now_iso:
+                        due.append((when, job_id))
+                elif when is not None and unreadable is not None:
+                    unreadable[job_id] = f"next_run_at is {when!r}, not a timestamp"
             elif status == "running":
-                until = data["lease_until"]
-                if until is None or until <= now_iso:
-                    due.append((data["next_run_at"] or "", job_id))
+                until, when = data.get("lease_until"), data.get("next_run_at")
+                if (until is not None and not isinstance(until, str)) or (when is not None and not isinstance(when, str)):
+                    if unreadable is not None:
+                        unreadable[job_id] = f"lease_until {until!r} or next_run_at {when!r} is not a timestamp"
+                elif until is None or until <= now_iso:
+                    due.append((when or "", job_id))
+            elif status not in _STATUSES and unreadable is not None:
+                unreadable[job_id] = f"status is {status!r}" if isinstance(data, dict) else f"not an object but a {type(data).__name__}"
         due.sort()
         return due
 
@@ -110,9 +128,12 @@ class JobTable:
         return len(self._due_ids(to_iso(now)))
 
     def count_by_status(self) -> dict[str, int]:
+        """Jobs whose status is not a known value are not counted (claims report them)."""
         counts = {status.value: 0 for status in JobStatus}
         for data in self.jobs.values():
-            counts[data["status"]] += 1
+            status = _field(data, "status")
+            if status in counts:
+                counts[status] += 1
         return counts
 
     # -- the tick ---------------------------------------------------------
@@ -138,23 +159,37 @@ class JobTable:
         if duplicate is not None:
             return ClaimResult(duplicate_of=duplicate)
         now_iso = to_iso(now)
-        due = self._due_ids(now_iso)
-        result = ClaimResult(checked=len(self.jobs), due=len(due), more_due=len(due) > limit)
+        unreadable: dict[str, str] = {}  # job id -> what is wrong with it
+        due = self._due_ids(now_iso, unreadable)
+        result = ClaimResult(checked=len(self.jobs), due=len(due))
         lease_until = to_iso(now + timedelta(seconds=lease_seconds))
-        for _, job_id in due[:limit]:
+        for _, job_id in due:
+            if len(result.claimed) >= limit:
+                result.more_due = True
+                break
             data = self.jobs[job_id]
+            try:
+                # Decoded before anything is written: a job that is not one is skipped, not fatal.
+                claimed = data | {
+                    "status": "running",
+                    "lease_owner": tick.tick_id,
+                    "lease_until": lease_until,
+                    "lease_epoch": data["lease_epoch"] + 1,
+                    "attempts": data["attempts"] + 1,
+                    "updated_at": now_iso,
+                }
+                job = Job.from_dict(claimed)
+            except _DECODE_ERRORS as exc:
+                unreadable[job_id] = f"{type(exc).__name__}: {exc}"
+                result.due -= 1
+                continue
             if data["status"] == "running":
                 result.recovered.add(job_id)
-            claimed = data | {
-                "status": "running",
-                "lease_owner": tick.tick_id,
-                "lease_until": lease_until,
-                "lease_epoch": data["lease_epoch"] + 1,
-                "attempts": data["attempts"] + 1,
-                "updated_at": now_iso,
-            }
             self.jobs[job_id] = claimed
-            result.claimed.append(Job.from_dict(claimed))
+            result.claimed.append(job)
+        for job_id, problem in unreadable.items():
+            _log_unreadable(job_id, problem)
+        result.unreadable = sorted(unreadable)
         if result.claimed:
             self._put_tick(tick)
         return result
@@ -268,6 +303,26 @@ class JobTable:
 
 def _as_lost(execution: Execution) -> Execution:
     return dataclasses.replace(execution, outcome=Outcome.LEASE_LOST)
+
+
+def _field(data: Any, name: str) -> Any:
+    return data.get(name) if isinstance(data, dict) else None
+
+
+def _decode(job_id: str, data: Any) -> Job:
+    """The stored job, or StoreCorrupt naming it (a clean 503 naming the job to fix,
+    where a bare KeyError would be a 500)."""
+    try:
+        return Job.from_dict(data)
+    except _DECODE_ERRORS as exc:
+        raise StoreCorrupt(f"stored job {job_id!r} cannot be read ({type(exc).__name__}: {exc}); fix or remove it in the store") from None
+
+
+def _log_unreadable(job_id: str, problem: str) -> None:
+    log.error(
+        "A stored job cannot be read; the claim skipped it",
+        extra={"json_fields": {"action": "stored_job_unreadable", "job_id": job_id, "error": problem}},
+    )
 
 
 def _decoded_or_none(data: dict[str, Any]) -> Job | None:

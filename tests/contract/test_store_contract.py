@@ -6,13 +6,14 @@ stored state, not on calls.
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import timedelta
 
 import pytest
 
-from scheduler.errors import ConflictError, JobNotFound
-from scheduler.model import Execution, JobStatus, Outcome, RunRef, Settlement, Source, TickRecord
+from scheduler.errors import ConflictError, JobNotFound, StoreCorrupt
+from scheduler.model import Execution, Job, JobStatus, Outcome, RunRef, Settlement, Source, TickRecord
 from tests.support.clock import T0
 from tests.support.jobs import make_job
 
@@ -361,3 +362,55 @@ def test_restore_keeps_a_higher_given_epoch_and_idempotency_keys_unique(store):
     assert store.restore_jobs([make_job("k1", idempotency_key="key-2")]).updated == ["k1"]
     assert store.add_job(make_job("k3", idempotency_key="key-1"))[1] is True
     assert store.add_job(make_job("k4", idempotency_key="key-2"))[0].id == "k1"
+
+
+# -- unreadable stored jobs -----------------------------------------------------
+
+
+def plant(store, job: Job, *, drop: tuple[str, ...] = (), **changes) -> None:
+    """Store ``job`` with ``changes`` and without ``drop``, bypassing every verb (a hand edit)."""
+    if store.kind == "firestore":
+        from storage.firestore import _job_fields
+
+        data = _job_fields(job) | {"history": []} | changes  # native timestamps, so the due queries find it
+        store._col("jobs").document(job.id).set({k: v for k, v in data.items() if k not in drop})
+        return
+    data = {k: v for k, v in (job.to_dict() | changes).items() if k not in drop}
+    if store.kind == "memory":
+        with store._lock:
+            store._table.doc["jobs"][job.id] = data
+    else:
+        doc = json.loads(store.path.read_text())
+        doc.pop("generation", None)  # a hand edit: parsed afresh on the next call
+        doc["jobs"][job.id] = data
+        store.path.write_text(json.dumps(doc))
+
+
+def test_a_job_that_cannot_be_decoded_is_skipped_and_reported_by_the_claim(store, caplog):
+    for job_id in ("good-1", "good-2", "good-3"):
+        store.add_job(make_job(job_id, due_in=-5))
+    plant(store, make_job("bad-misfire", due_in=-50), misfire="bogus")
+    plant(store, make_job("no-type", due_in=-60), drop=("job_type",))
+    expected_unreadable = ["bad-misfire", "no-type"]
+    if store.kind != "firestore":  # Firestore's due queries never return these two
+        plant(store, make_job("bogus-status"), status="bogus")
+        plant(store, make_job("odd-time"), next_run_at=12)
+        expected_unreadable = ["bad-misfire", "bogus-status", "no-type", "odd-time"]
+    with caplog.at_level("ERROR"):
+        first = claim(store, limit=2)
+    assert [j.id for j in first.claimed] == ["good-1", "good-2"] and first.more_due
+    assert first.unreadable == expected_unreadable
+    logged = sorted(r.json_fields["job_id"] for r in caplog.records if getattr(r, "json_fields", {}).get("action") == "stored_job_unreadable")
+    assert logged == expected_unreadable
+    second = claim(store, "tick-b", limit=10)
+    assert [j.id for j in second.claimed] == ["good-3"] and not second.more_due and second.unreadable == expected_unreadable
+    for job_id in ("good-1", "good-2", "good-3"):
+        assert store.get_job(job_id).status is JobStatus.RUNNING
+    # The unreadable jobs were written nothing, and reading one names it.
+    with pytest.raises(StoreCorrupt, match="bad-misfire"):
+        store.get_job("bad-misfire")
+    with pytest.raises(StoreCorrupt, match="no-type"):
+        store.get_job("no-type")
+    if store.kind != "firestore":
+        assert store.count_by_status()["running"] == 3 and sum(store.count_by_status().values()) == 6
+        assert store.count_due(T0) == 2  # bad-misfire and no-type still look due; count_due decodes nothing
