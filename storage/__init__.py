@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from storage.base import ClaimResult, JobStore, SettleResult
+from storage.base import ClaimResult, ExtendResult, JobStore, RestoreResult, SettleResult
 
 if TYPE_CHECKING:
     from scheduler.settings import Settings
 
-__all__ = ["ClaimResult", "JobStore", "SettleResult", "create_store"]
+__all__ = ["ClaimResult", "ExtendResult", "JobStore", "RestoreResult", "SettleResult", "create_store"]
 
 
 def create_store(settings: Settings) -> JobStore:

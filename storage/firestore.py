@@ -58,6 +58,13 @@ deterministically, are rewritten with outcome ``lease_lost``). A tick thus costs
 a constant number of RPCs whatever the number of due jobs up to the batch
 limit: 2 queries + 1 BatchWrite to claim (+1 commit to take the occurrence
 marker when the tick carries an occurrence key), 1 read + 1 BatchWrite to settle.
+The lease heartbeat (``extend_leases``) is 1 read + 1 BatchWrite of ``lease_until``
+updates for any number of runs; an import batch (``restore_jobs``) is 1 read + one
+BatchWrite per 500 writes.
+
+A job document that does not decode is skipped by the claim (``ClaimResult.unreadable``,
+an ERROR log line), never fatal to the tick; every other verb that reads it raises
+:class:`~scheduler.errors.StoreCorrupt` naming the document.
 
 Failures: transient errors (unavailable, deadline exceeded, internal, aborted,
 resource exhausted, connection errors) are retried with backoff for at most

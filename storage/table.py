@@ -11,6 +11,14 @@ The document is plain JSON data (what the JSON store writes to disk)::
 around each call and persists the document when the call reports ``dirty``.
 Inner dicts are replaced, never mutated, so a failed write cannot leave a
 half-changed job behind in a shared reference.
+
+A stored job that does not decode (a hand edit; a status, timestamp or field that
+is not what a job has) never takes a tick down: ``claim_due_jobs`` skips it, logs
+it (ERROR, action ``stored_job_unreadable``) and lists it in
+``ClaimResult.unreadable``, and claims the other due jobs. ``get_job``,
+``list_jobs`` and ``update_job`` raise :class:`~scheduler.errors.StoreCorrupt`
+naming it (a 503 that says which job to fix, where a KeyError was a 500);
+``count_by_status`` leaves out unknown statuses; ``restore_jobs`` replaces it.
 """
 
 from __future__ import annotations
