@@ -28,6 +28,11 @@ Fields that drive the engine:
 ``lease_owner`` / ``lease_until`` / ``lease_epoch``
     The fence. A claim sets owner and expiry and increments the epoch; a settle
     is applied only if owner and epoch still match what the claim set.
+``audit``
+    The latest :data:`AUDIT_LIMIT` operator changes (create, edit, pause, resume,
+    run now, cancel, release), oldest first, each with its actor and time. Written
+    by :class:`~scheduler.service.JobService` inside the same atomic update as the
+    change itself; ticks carry it through unchanged.
 """
 
 from __future__ import annotations
@@ -93,6 +98,7 @@ class Source(StrEnum):
 
 
 MAX_CATCH_UP = 100
+AUDIT_LIMIT = 20  # audit entries kept on a job, newest last
 
 
 def utc(value: datetime) -> datetime:
@@ -112,6 +118,27 @@ def to_iso(value: datetime | None) -> str | None:
 
 def from_iso(value: str | None) -> datetime | None:
     return None if value is None else utc(datetime.fromisoformat(value))
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One change an operator made to a job: when, who (``actor``: the API or console
+    identity, the Chat sender; ``None`` when the caller named nobody), what (``action``:
+    ``create``, ``edit``, ``pause``, ``resume``, ``run_now``, ``cancel``, ``release``),
+    the verb's own detail (fields edited, ``catch_up``, ``force``) and the operator's ``note``."""
+
+    at: datetime
+    actor: str | None
+    action: str
+    detail: str | None = None
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"at": to_iso(self.at), "actor": self.actor, "action": self.action, "detail": self.detail, "note": self.note}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AuditEntry:
+        return cls(at=from_iso(data["at"]), actor=data.get("actor"), action=str(data["action"]), detail=data.get("detail"), note=data.get("note"))
 
 
 _DATETIME_FIELDS = (
@@ -154,6 +181,7 @@ class Job:
     lease_owner: str | None = None
     lease_until: datetime | None = None
     lease_epoch: int = 0
+    audit: tuple[AuditEntry, ...] = ()
 
     @property
     def is_recurring(self) -> bool:
@@ -180,6 +208,7 @@ class Job:
             elif isinstance(value, StrEnum):
                 value = value.value
             out[name] = value
+        out["audit"] = [entry.to_dict() for entry in self.audit]
         return out
 
     @classmethod
@@ -192,6 +221,7 @@ class Job:
         values["status"] = JobStatus(values["status"])
         values["misfire"] = Misfire(values.get("misfire", Misfire.RUN_ONCE))
         values["overlap"] = Overlap(values.get("overlap", Overlap.SKIP))
+        values["audit"] = tuple(AuditEntry.from_dict(entry) for entry in values.get("audit") or ())
         return cls(**values)
 
 

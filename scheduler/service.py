@@ -5,6 +5,12 @@ retry it). Verbs that act on a job a tick currently holds (``pause``,
 ``cancel``) take the lease from that tick: they clear ``lease_owner`` and bump
 ``lease_epoch``, so the tick's late settle is refused and the operator's
 decision stands.
+
+**Audit.** Every verb that changes a job takes ``actor`` (who asked: the API or
+console identity, the Chat sender) and an optional ``note``, and appends an
+:class:`~scheduler.model.AuditEntry` to ``job.audit`` inside the same update (the
+latest :data:`~scheduler.model.AUDIT_LIMIT` are kept). A verb that changes nothing
+(pausing a paused job, an idempotent create) records nothing.
 """
 
 from __future__ import annotations
@@ -13,9 +19,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from scheduler.errors import ConflictError
-from scheduler.jobspec import DEFAULT_LIMITS, JobLimits, apply_patch, build_job
-from scheduler.model import Job, JobStatus
+from scheduler.errors import ConflictError, ValidationError
+from scheduler.jobspec import DEFAULT_LIMITS, JobLimits, apply_patch, build_job, check_text
+from scheduler.model import AUDIT_LIMIT, AuditEntry, Job, JobStatus
 from scheduler.timing import first_fire_time, next_fire_after
 from storage.base import JobStore
 
@@ -29,9 +35,10 @@ class JobService:
 
     def create(self, data: Any, *, created_by: str | None = None) -> tuple[Job, bool]:
         """Validate and store a job; ``(job, False)`` when its idempotency key exists."""
-        job = build_job(data, known_types=self.registry.names(), now=self.clock(), created_by=created_by, limits=self.limits)
+        now = self.clock()
+        job = build_job(data, known_types=self.registry.names(), now=now, created_by=created_by, limits=self.limits)
         self.registry.validate_payload(job.job_type, job.payload)
-        return self.store.add_job(job)
+        return self.store.add_job(_audited(job, now, created_by, "create"))
 
     def get(self, job_id: str) -> Job:
         return self.store.get_job(job_id)
@@ -39,34 +46,38 @@ class JobService:
     def list(self, **filters: Any) -> list[Job]:
         return self.store.list_jobs(**filters)
 
-    def patch(self, job_id: str, data: Any) -> Job:
+    def patch(self, job_id: str, data: Any, *, actor: str | None = None, note: str | None = None) -> Job:
         now = self.clock()
+        note = check_note(note)
+        detail = ", ".join(sorted(str(name) for name in data)) if isinstance(data, dict) else None
 
         def change(job: Job) -> Job:
             if job.status.is_final or job.status is JobStatus.RUNNING:
                 raise ConflictError(f"job {job.id} is {job.status.value}; only pending or paused jobs can be changed")
             new = apply_patch(job, data, now=now, limits=self.limits)
             self.registry.validate_payload(new.job_type, new.payload)
-            return new
+            return _audited(new, now, actor, "edit", detail, note)
 
         return self.store.update_job(job_id, change)
 
-    def pause(self, job_id: str) -> Job:
+    def pause(self, job_id: str, *, actor: str | None = None, note: str | None = None) -> Job:
         now = self.clock()
+        note = check_note(note)
 
         def change(job: Job) -> Job:
             if job.status is JobStatus.PAUSED:
                 return job
             if job.status not in (JobStatus.PENDING, JobStatus.RUNNING):
                 raise ConflictError(f"job {job.id} is {job.status.value}; only pending or running jobs can be paused")
-            return _unleased(job, status=JobStatus.PAUSED, updated_at=now)
+            return _audited(_unleased(job, status=JobStatus.PAUSED, updated_at=now), now, actor, "pause", None, note)
 
         return self.store.update_job(job_id, change)
 
-    def resume(self, job_id: str, *, catch_up: bool = False) -> Job:
+    def resume(self, job_id: str, *, catch_up: bool = False, actor: str | None = None, note: str | None = None) -> Job:
         """Paused (or dead-lettered) -> pending. A recurring job moves to its next future
         fire time unless ``catch_up``, which keeps the overdue time so the next tick runs it."""
         now = self.clock()
+        note = check_note(note)
 
         def change(job: Job) -> Job:
             if job.status not in (JobStatus.PAUSED, JobStatus.FAILED):
@@ -81,44 +92,50 @@ class JobService:
                 next_run = None
             if next_run is None:
                 raise ConflictError(f"job {job.id} has no future fire time")
-            return job.replace(status=JobStatus.PENDING, next_run_at=next_run, fire_at=next_run, attempts=0, updated_at=now)
+            resumed = job.replace(status=JobStatus.PENDING, next_run_at=next_run, fire_at=next_run, attempts=0, updated_at=now)
+            return _audited(resumed, now, actor, "resume", "catch_up" if catch_up else None, note)
 
         return self.store.update_job(job_id, change)
 
-    def run_now(self, job_id: str) -> Job:
+    def run_now(self, job_id: str, *, actor: str | None = None, note: str | None = None) -> Job:
         """Make the job due at once; its schedule is unchanged (a recurring job's next
         fire time after this run is computed as usual)."""
         now = self.clock()
+        note = check_note(note)
 
         def change(job: Job) -> Job:
             if job.status not in (JobStatus.PENDING, JobStatus.FAILED):
                 raise ConflictError(f"job {job.id} is {job.status.value}; only pending or failed jobs can be run now")
-            return job.replace(status=JobStatus.PENDING, next_run_at=now, fire_at=now, attempts=0, updated_at=now)
+            ran = job.replace(status=JobStatus.PENDING, next_run_at=now, fire_at=now, attempts=0, updated_at=now)
+            return _audited(ran, now, actor, "run_now", None, note)
 
         return self.store.update_job(job_id, change)
 
-    def cancel(self, job_id: str) -> Job:
+    def cancel(self, job_id: str, *, actor: str | None = None, note: str | None = None) -> Job:
         now = self.clock()
+        note = check_note(note)
 
         def change(job: Job) -> Job:
             if job.status is JobStatus.CANCELLED:
                 return job
             if job.status.is_final:
                 raise ConflictError(f"job {job.id} is {job.status.value} and cannot be cancelled")
-            return _unleased(job, status=JobStatus.CANCELLED, next_run_at=None, updated_at=now)
+            return _audited(_unleased(job, status=JobStatus.CANCELLED, next_run_at=None, updated_at=now), now, actor, "cancel", None, note)
 
         return self.store.update_job(job_id, change)
 
-    def release(self, job_id: str, *, force: bool = False) -> Job:
+    def release(self, job_id: str, *, force: bool = False, actor: str | None = None, note: str | None = None) -> Job:
         """Free a stuck lease: the job becomes pending and due at its current time."""
         now = self.clock()
+        note = check_note(note)
 
         def change(job: Job) -> Job:
             if job.status is not JobStatus.RUNNING:
                 raise ConflictError(f"job {job.id} is {job.status.value}; it holds no lease")
             if job.lease_until is not None and job.lease_until > now and not force:
                 raise ConflictError(f"job {job.id}'s lease is live until {job.lease_until.isoformat()}; pass force to take it anyway")
-            return _unleased(job, status=JobStatus.PENDING, attempts=max(job.attempts - 1, 0), updated_at=now)
+            released = _unleased(job, status=JobStatus.PENDING, attempts=max(job.attempts - 1, 0), updated_at=now)
+            return _audited(released, now, actor, "release", "force" if force else None, note)
 
         return self.store.update_job(job_id, change)
 
@@ -134,6 +151,28 @@ class JobService:
                 break
             times.append(following)
         return times
+
+
+MAX_NOTE_CHARS = 500
+
+
+def check_note(note: Any) -> str | None:
+    """An operator's note for the audit: ``None`` or text of at most :data:`MAX_NOTE_CHARS`
+    (surrounding blanks dropped; blank means none). Refusals name the field ``note``."""
+    if note is None:
+        return None
+    if not isinstance(note, str):
+        raise ValidationError("note must be a string", "note")
+    note = note.strip()
+    if len(note) > MAX_NOTE_CHARS:
+        raise ValidationError(f"note must be at most {MAX_NOTE_CHARS} characters, got {len(note)}", "note")
+    check_text(note, "note")
+    return note or None
+
+
+def _audited(job: Job, now: datetime, actor: str | None, action: str, detail: str | None = None, note: str | None = None) -> Job:
+    entry = AuditEntry(at=now, actor=actor, action=action, detail=detail, note=note)
+    return job.replace(audit=(*job.audit, entry)[-AUDIT_LIMIT:])
 
 
 def _unleased(job: Job, **changes: Any) -> Job:

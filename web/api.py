@@ -259,13 +259,13 @@ def patch_job(job_id: str):
     body = json_body()
     if isinstance(body, dict) and isinstance(body.get("schedule_at"), str):
         strict_timestamp(body["schedule_at"], "schedule_at")
-    return _job(crontick().service.patch(job_id, body))
+    return _job(crontick().service.patch(job_id, body, actor=g.crontick_identity.email))
 
 
 @bp.delete("/jobs/<job_id>")
 def cancel_job(job_id: str):
     Query()
-    return _job(crontick().service.cancel(checked_job_id(job_id)))
+    return _job(crontick().service.cancel(checked_job_id(job_id), actor=g.crontick_identity.email))
 
 
 @bp.post("/jobs/<target>")
@@ -275,16 +275,17 @@ def job_action(target: str):
         raise NotFound(f"no action {action!r}; POST /api/v1/jobs/<id>:{{{'|'.join(ACTIONS)}}}" if colon else "POST a job action as /api/v1/jobs/<id>:<action>")
     checked_job_id(job_id)
     service = crontick().service
+    actor = g.crontick_identity.email
     if action == "pause":
         Query()
-        job = service.pause(job_id)
+        job = service.pause(job_id, actor=actor)
     elif action == "resume":
-        job = service.resume(job_id, catch_up=Query("catch_up").boolean("catch_up"))
+        job = service.resume(job_id, catch_up=Query("catch_up").boolean("catch_up"), actor=actor)
     elif action == "run":
         Query()
-        job = service.run_now(job_id)
+        job = service.run_now(job_id, actor=actor)
     else:
-        job = service.release(job_id, force=Query("force").boolean("force"))
+        job = service.release(job_id, force=Query("force").boolean("force"), actor=actor)
     return _job(job)
 
 

@@ -405,7 +405,7 @@ class Conversation:
     def _change(self, rest: str, verb: str, action: Callable[[str], Job], done: str) -> str:
         job, tz_name = self._target(rest, verb)
         try:
-            job = action(job.id)
+            job = action(job.id, actor=self.sender)
         except ConflictError as exc:
             raise ConflictRefusal(str(exc)) from None
         log.info(f"Chat {verb}", extra={"json_fields": {"job_id": job.id, "sender": self.sender}})

@@ -73,7 +73,7 @@ def _job_schema(job_types: list[str]) -> dict[str, Any]:
             "id", "job_type", "payload", "status", "next_run_at", "fire_at", "created_at", "updated_at",
             "schedule_at", "cron", "interval_seconds", "timezone", "misfire", "overlap", "misfire_grace_seconds",
             "max_attempts", "timeout_seconds", "attempts", "last_run_at", "last_outcome", "last_error",
-            "created_by", "idempotency_key", "lease_owner", "lease_until", "lease_epoch",
+            "created_by", "idempotency_key", "lease_owner", "lease_until", "lease_epoch", "audit",
         ],
         "properties": {
             "id": {"type": "string"},
@@ -102,6 +102,22 @@ def _job_schema(job_types: list[str]) -> dict[str, Any]:
             "lease_owner": _nullable({"type": "string"}),
             "lease_until": _nullable(_TIMESTAMP),
             "lease_epoch": {"type": "integer", "minimum": 0},
+            "audit": {
+                "type": "array",
+                "description": "The latest changes made to the job (create, edit, pause, resume, run_now, cancel, release), oldest first.",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["at", "actor", "action", "detail", "note"],
+                    "properties": {
+                        "at": _TIMESTAMP,
+                        "actor": _nullable({"type": "string"}),
+                        "action": {"type": "string"},
+                        "detail": _nullable({"type": "string"}),
+                        "note": _nullable({"type": "string"}),
+                    },
+                },
+            },
         },
     }
 
