@@ -28,6 +28,9 @@ DISPATCH_MODES = ("inline", "cloud_tasks")
 # projects/P/locations/L/queues/Q: Cloud Tasks' own shapes of the ids (a queue id is letters, digits and "-").
 CLOUD_TASKS_QUEUE_RE = r"projects/[a-z][a-z0-9.:-]*[a-z0-9]/locations/[a-z][a-z0-9-]*[a-z0-9]/queues/[A-Za-z0-9-]{1,100}"
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
+IAP_CERTS_URL = "https://www.gstatic.com/iap/verify/public_key"  # IAP's ES256 keys, {kid: PEM}
+CONSOLE_AUTH_MODES = ("iap", "disabled", "off")
+MIN_CONSOLE_SECRET_CHARS = 32
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -127,6 +130,13 @@ class Settings:
     cloud_tasks_audience: str | None = None  # None: the target URL's scheme and host (tasks_audience)
     cloud_tasks_emulator_host: str | None = None
     tasks_allowed_emails: tuple[str, ...] = ()  # empty: the tasks service account (tasks_callers)
+    console_auth: str = ""  # iap, disabled or off; empty: disabled when ENVIRONMENT=local, else off (web/console)
+    iap_audience: str | None = None
+    iap_certs_url: str = IAP_CERTS_URL
+    console_admin_emails: tuple[str, ...] = ()
+    console_viewer_emails: tuple[str, ...] = ()
+    console_secret_key: str | None = None  # signs the console's CSRF tokens; required with iap
+    console_refresh_seconds: int = 15  # auto-refresh of lists; 0: never
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -177,6 +187,7 @@ class Settings:
         if self.retry_max_seconds < self.retry_base_seconds:
             raise ConfigError("SCHEDULER_RETRY_MAX_SECONDS must be at least SCHEDULER_RETRY_BASE_SECONDS")
         self._check_dispatch()
+        self._check_console()
 
     def _check_dispatch(self) -> None:
         """SCHEDULER_DISPATCH=cloud_tasks needs a queue, a target and (outside the emulator) a
@@ -212,6 +223,37 @@ class Settings:
             raise ConfigError(
                 f"TASKS_ALLOWED_EMAILS (or CLOUD_TASKS_SERVICE_ACCOUNT, its default) is required {mode} and "
                 f"AUTH_MODE={self.auth_mode}, or every task would be refused by /tasks/run"
+            )
+
+    def _check_console(self) -> None:
+        """The operator console (web/console): CONSOLE_AUTH=disabled only on a developer's
+        machine; iap needs the audience IAP signs for, someone to let in, and a shared
+        secret for the CSRF tokens (every instance must accept the others' forms)."""
+        if self.console_auth == "disabled" and self.environment != "local":
+            raise ConfigError(f"CONSOLE_AUTH=disabled is allowed only with ENVIRONMENT=local (ENVIRONMENT={self.environment}); use CONSOLE_AUTH=iap, or off")
+        for name, entries in (("CONSOLE_ADMIN_EMAILS", self.console_admin_emails), ("CONSOLE_VIEWER_EMAILS", self.console_viewer_emails)):
+            for entry in entries:
+                local, at, domain = entry.partition("@")
+                if not at or not domain or "@" in domain or "." not in domain:
+                    raise ConfigError(f"{name}: {entry!r} is neither an email nor an @domain entry")
+        url = urlsplit(self.iap_certs_url)
+        if url.scheme not in ("http", "https") or not url.netloc:
+            raise ConfigError(f"IAP_CERTS_URL={self.iap_certs_url!r}: must be an http(s) URL")
+        if self.console_auth != "iap":
+            return
+        if not self.iap_audience:
+            raise ConfigError(
+                "IAP_AUDIENCE is required with CONSOLE_AUTH=iap: /projects/PROJECT_NUMBER/global/backendServices/SERVICE_ID "
+                "(IAP behind a load balancer) or /projects/PROJECT_NUMBER/locations/REGION/services/SERVICE (IAP on Cloud Run)"
+            )
+        if not self.iap_audience.startswith("/projects/"):
+            raise ConfigError(f"IAP_AUDIENCE={self.iap_audience!r}: must start with /projects/PROJECT_NUMBER/ (the 'aud' of IAP's signed header)")
+        if not self.console_admin_emails and not self.console_viewer_emails:
+            raise ConfigError("CONSOLE_ADMIN_EMAILS or CONSOLE_VIEWER_EMAILS is required with CONSOLE_AUTH=iap, or nobody can use the console")
+        if not self.console_secret_key or len(self.console_secret_key) < MIN_CONSOLE_SECRET_CHARS:
+            raise ConfigError(
+                f"CONSOLE_SECRET_KEY of at least {MIN_CONSOLE_SECRET_CHARS} characters is required with CONSOLE_AUTH=iap "
+                "(the same on every instance; e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
             )
 
     @property
@@ -285,4 +327,11 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any], dict[str, Any]]] = {
     "cloud_tasks_audience": ("CLOUD_TASKS_AUDIENCE", str, {}),
     "cloud_tasks_emulator_host": ("CLOUD_TASKS_EMULATOR_HOST", str, {}),
     "tasks_allowed_emails": ("TASKS_ALLOWED_EMAILS", _csv, {}),
+    "console_auth": ("CONSOLE_AUTH", str.lower, {"choices": CONSOLE_AUTH_MODES}),
+    "iap_audience": ("IAP_AUDIENCE", str, {}),
+    "iap_certs_url": ("IAP_CERTS_URL", str, {}),
+    "console_admin_emails": ("CONSOLE_ADMIN_EMAILS", _csv, {}),
+    "console_viewer_emails": ("CONSOLE_VIEWER_EMAILS", _csv, {}),
+    "console_secret_key": ("CONSOLE_SECRET_KEY", str, {}),
+    "console_refresh_seconds": ("CONSOLE_REFRESH_SECONDS", int, {"minimum": 0}),
 }
