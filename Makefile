@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 # The Cloud Tasks emulator (a real gRPC Cloud Tasks server) pins protobuf<5, which google-cloud-firestore
-# cannot share, so it gets a virtualenv of its own; tests/support/tasks_emulator.py runs it from there.
+# cannot share, so it gets a virtualenv of its own; web/local_tasks.py runs it from there (for make run and the tests).
 TASKS_VENV := .venv-tasks
 TASKS_EMULATOR_REQUIREMENT := gcloud-tasks-emulator>=0.6,<0.7
 TASKS_STAMP := $(TASKS_VENV)/.installed-$(shell echo '$(TASKS_EMULATOR_REQUIREMENT)' | cksum | cut -d' ' -f1)
@@ -29,7 +29,9 @@ $(TASKS_STAMP):
 
 ## Serve on 127.0.0.1:8080 (HOST, PORT) with the JSON store, auth disabled, and a local ticker posting to /cron/tick.
 ## HOST=0.0.0.0 opens it to the network: with auth disabled it starts with a loud warning.
-run: venv
+## SCHEDULER_DISPATCH=cloud_tasks runs jobs through the local Cloud Tasks emulator (web/devserver.py), so only then
+## does run need .venv-tasks (a pip install of the emulator and its grpcio: too slow to make for every run).
+run: venv $(if $(filter cloud_tasks CLOUD_TASKS,$(strip $(SCHEDULER_DISPATCH))),tasks-venv)
 	ENVIRONMENT=$${ENVIRONMENT:-local} AUTH_MODE=$${AUTH_MODE:-disabled} $(PY) -m web.devserver
 
 ## The whole suite (the Firestore tests start the emulator themselves).
