@@ -11,13 +11,17 @@ TASKS_STAMP := $(TASKS_VENV)/.installed-$(shell echo '$(TASKS_EMULATOR_REQUIREME
 
 .PHONY: run test check venv tasks-venv clean bench drills
 
-venv: $(STAMP)
+venv: $(STAMP) $(VENV)/bin/crontick
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@rm -f $(VENV)/.installed-*
 	@touch $@
+
+# `crontick` = `flask --app main`: a launcher script that web/cli_entry.py writes (why not a packaged entry point: there).
+$(VENV)/bin/crontick: $(STAMP) web/cli_entry.py
+	$(PY) -m web.cli_entry --write-launcher $@
 
 tasks-venv: $(TASKS_STAMP)
 
@@ -27,12 +31,13 @@ $(TASKS_STAMP):
 	@rm -f $(TASKS_VENV)/.installed-*
 	@touch $@
 
-## Serve on 127.0.0.1:8080 (HOST, PORT) with the JSON store, auth disabled, and a local ticker posting to /cron/tick.
+## Serve on 127.0.0.1:8080 (HOST, PORT) with the JSON store, auth disabled, and a local ticker posting to /cron/tick;
+## log lines as text (LOG_FORMAT=json for Cloud Logging's JSON).
 ## HOST=0.0.0.0 opens it to the network: with auth disabled it starts with a loud warning.
 ## SCHEDULER_DISPATCH=cloud_tasks runs jobs through the local Cloud Tasks emulator (web/devserver.py), so only then
 ## does run need .venv-tasks (a pip install of the emulator and its grpcio: too slow to make for every run).
 run: venv $(if $(filter cloud_tasks CLOUD_TASKS,$(strip $(SCHEDULER_DISPATCH))),tasks-venv)
-	ENVIRONMENT=$${ENVIRONMENT:-local} AUTH_MODE=$${AUTH_MODE:-disabled} $(PY) -m web.devserver
+	ENVIRONMENT=$${ENVIRONMENT:-local} AUTH_MODE=$${AUTH_MODE:-disabled} LOG_FORMAT=$${LOG_FORMAT:-text} $(PY) -m web.devserver
 
 ## The whole suite (the Firestore tests start the emulator themselves).
 test: venv tasks-venv

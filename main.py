@@ -45,15 +45,20 @@ MAX_REQUEST_BYTES = 1 << 20  # every endpoint; Chat's webhook reads at most 256 
 def create_app(
     config: Mapping[str, str] | None = None,
     *,
+    for_cli: bool = False,
     store: JobStore | None = None,
     registry: HandlerRegistry | None = None,
     clock: Callable[[], datetime] = utc_now,
     rng: random.Random | None = None,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> Flask:
-    """Build the app from ``config`` (environment-style strings; default ``os.environ``)."""
-    settings = Settings.from_env(os.environ if config is None else config)
-    configure_logging(settings)
+    """Build the app from ``config`` (environment-style strings; default ``os.environ``).
+
+    ``for_cli``: the operator CLI (``crontick``, ``flask --app main``), which serves no HTTP:
+    the HTTP auth settings are not read, logs go to stderr (web/logs.py), no legacy loop starts."""
+    environ = os.environ if config is None else config
+    settings = Settings.from_env(environ, serving=not for_cli)
+    configure_logging(settings, cli=for_cli, environ=environ)
     registry = registry or build_registry(settings.handler_modules, chat_api_base_url=settings.chat_api_base_url)
     store = store or create_store(settings)
     try:
@@ -110,7 +115,7 @@ def create_app(
     register_shadow(app)
     register_error_handlers(app)
     register_cli(app)
-    if settings.shadow_mode:
+    if settings.shadow_mode and not for_cli:
         ct.legacy_loop = LegacyLoop(engine, clock, settings.legacy_interval_seconds)
         ct.legacy_loop.start()
     return app
@@ -118,6 +123,15 @@ def create_app(
 
 def __getattr__(name: str) -> Flask:
     if name == "app":
-        globals()["app"] = application = create_app()
+        import click
+
+        if click.get_current_context(silent=True) is not None:
+            # `flask --app main <command>` loads `app` inside a click command; gunicorn does not.
+            from web.cli import cli_app
+
+            application = cli_app()
+        else:
+            application = create_app()
+        globals()["app"] = application
         return application
     raise AttributeError(name)

@@ -133,7 +133,7 @@ class JobService:
             if job.status is not JobStatus.RUNNING:
                 raise ConflictError(f"job {job.id} is {job.status.value}; it holds no lease")
             if job.lease_until is not None and job.lease_until > now and not force:
-                raise ConflictError(f"job {job.id}'s lease is live until {job.lease_until.isoformat()}; pass force to take it anyway")
+                raise ConflictError(f"job {job.id}'s lease is live until {job.lease_until.isoformat()}; take it anyway with --force (CLI) or force=true (API)")
             released = _unleased(job, status=JobStatus.PENDING, attempts=max(job.attempts - 1, 0), updated_at=now)
             return _audited(released, now, actor, "release", "force" if force else None, note)
 

@@ -23,8 +23,9 @@ T = TypeVar("T")
 
 ENVIRONMENTS = ("local", "test", "development", "staging", "production")
 AUTH_MODES = ("oidc", "iam", "disabled")
-STORAGES = ("json", "memory", "firestore")
+STORAGES = ("json", "memory", "firestore", "postgres")
 DISPATCH_MODES = ("inline", "cloud_tasks")
+LOG_FORMATS = ("auto", "text", "json")
 # projects/P/locations/L/queues/Q: Cloud Tasks' own shapes of the ids (a queue id is letters, digits and "-").
 CLOUD_TASKS_QUEUE_RE = r"projects/[a-z][a-z0-9.:-]*[a-z0-9]/locations/[a-z][a-z0-9-]*[a-z0-9]/queues/[A-Za-z0-9-]{1,100}"
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
@@ -107,6 +108,7 @@ class Settings:
     handler_modules: tuple[str, ...] = ()
     local_tick_seconds: float = 60.0
     log_level: str = "INFO"
+    log_format: str = "auto"  # auto: json on Cloud Run (K_SERVICE) or when stdout is no terminal, else text
     metrics_enabled: bool = False
     metrics_store_cache_seconds: float = 15.0
     host: str = "127.0.0.1"
@@ -121,6 +123,12 @@ class Settings:
     firestore_jobs_collection: str = "scheduler_jobs"
     firestore_executions_collection: str = "scheduler_executions"
     firestore_ticks_collection: str = "scheduler_ticks"
+    postgres_dsn: str | None = None  # a libpq URL: postgresql://USER:PASSWORD@HOST:PORT/DB?options
+    postgres_pool_size: int = 4  # connections per process (each gunicorn worker has its own pool)
+    postgres_connect_timeout_seconds: float = 5.0  # connect, and wait for a pooled connection; then 503
+    postgres_statement_timeout_seconds: float = 30.0  # the server cancels a longer statement; then 503
+    postgres_migrate_at_start: bool | None = None  # None: true for local/test/development, false for staging/production
+    postgres_prune_seconds: float = 600.0  # history retention runs at most this often (0: never)
     dispatch: str = "inline"
     dispatch_lease_seconds: float | None = None  # None: the job's timeout plus a margin
     dispatch_concurrency: int = 16  # CreateTask calls at once (the dispatcher's pool)
@@ -139,7 +147,9 @@ class Settings:
     console_refresh_seconds: int = 15  # auto-refresh of lists; 0: never
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+    def from_env(cls, environ: Mapping[str, str], *, serving: bool = True) -> Settings:
+        """``serving=False`` (the CLI, which never serves HTTP) skips the checks of the HTTP
+        auth settings (AUTH_MODE, OIDC_*, CHAT_AUTH_AUDIENCE, TASKS_ALLOWED_EMAILS)."""
         reader = _Reader(environ)
         defaults = cls()
         values = {
@@ -147,10 +157,18 @@ class Settings:
             for name, (env_name, cast, options) in _VARIABLES.items()
         }
         settings = cls(**values)
-        settings._check()
+        settings._check(serving=serving)
         return settings
 
-    def _check(self) -> None:
+    def _check(self, *, serving: bool = True) -> None:
+        if serving:
+            self._check_http_auth()
+            self._check_console()
+        self._check_timing()
+        self._check_dispatch(serving=serving)
+        self._check_postgres()
+
+    def _check_http_auth(self) -> None:
         if self.auth_mode == "disabled" and self.environment == "production":
             raise ConfigError("AUTH_MODE=disabled is refused when ENVIRONMENT=production; use oidc or iam")
         if self.auth_mode in ("oidc", "iam"):
@@ -169,6 +187,8 @@ class Settings:
                 "(an unsigned token naming an admin would be accepted). Use AUTH_MODE=oidc, or set CHAT_AUTH_AUDIENCE "
                 "to the Chat app's HTTP endpoint URL (https://SERVICE/webhook) and keep the service private; see docs/chat.md"
             )
+
+    def _check_timing(self) -> None:
         if self.tick_budget_seconds >= self.lease_seconds:
             raise ConfigError(
                 f"SCHEDULER_TICK_BUDGET_SECONDS ({self.tick_budget_seconds:g}) must be below SCHEDULER_LEASE_SECONDS "
@@ -186,10 +206,8 @@ class Settings:
             raise ConfigError(f"CHAT_DEFAULT_TIMEZONE={self.chat_default_timezone!r}: unknown IANA time zone") from None
         if self.retry_max_seconds < self.retry_base_seconds:
             raise ConfigError("SCHEDULER_RETRY_MAX_SECONDS must be at least SCHEDULER_RETRY_BASE_SECONDS")
-        self._check_dispatch()
-        self._check_console()
 
-    def _check_dispatch(self) -> None:
+    def _check_dispatch(self, *, serving: bool = True) -> None:
         """SCHEDULER_DISPATCH=cloud_tasks needs a queue, a target and (outside the emulator) a
         service account to sign the tasks' OIDC tokens; in inline mode the CLOUD_TASKS_* are unused."""
         if self.cloud_tasks_emulator_host and not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}", self.cloud_tasks_emulator_host):
@@ -219,10 +237,26 @@ class Settings:
                 f"CLOUD_TASKS_SERVICE_ACCOUNT is required {mode} (the account whose OIDC token Cloud Tasks sends to "
                 "/tasks/run); only CLOUD_TASKS_EMULATOR_HOST goes without one"
             )
-        if self.auth_mode != "disabled" and not self.tasks_callers:
+        if serving and self.auth_mode != "disabled" and not self.tasks_callers:
             raise ConfigError(
                 f"TASKS_ALLOWED_EMAILS (or CLOUD_TASKS_SERVICE_ACCOUNT, its default) is required {mode} and "
                 f"AUTH_MODE={self.auth_mode}, or every task would be refused by /tasks/run"
+            )
+
+    def _check_postgres(self) -> None:
+        """SCHEDULER_STORAGE=postgres needs SCHEDULER_POSTGRES_DSN, a libpq URL (the password is
+        never echoed back in an error)."""
+        if self.storage != "postgres":
+            return
+        if not self.postgres_dsn:
+            raise ConfigError(
+                "SCHEDULER_POSTGRES_DSN is required with SCHEDULER_STORAGE=postgres: a libpq URL such as "
+                "postgresql://USER:PASSWORD@HOST:5432/DB, or postgresql://USER@/DB?host=/cloudsql/PROJECT:REGION:INSTANCE on Cloud Run"
+            )
+        scheme = urlsplit(self.postgres_dsn).scheme if "://" in self.postgres_dsn else ""
+        if scheme not in ("postgresql", "postgres"):
+            raise ConfigError(
+                f"SCHEDULER_POSTGRES_DSN must be a libpq URL starting with postgresql:// (got {scheme + '://...' if scheme else 'no URL scheme'})"
             )
 
     def _check_console(self) -> None:
@@ -304,6 +338,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any], dict[str, Any]]] = {
     "handler_modules": ("SCHEDULER_HANDLER_MODULES", _csv, {}),
     "local_tick_seconds": ("SCHEDULER_LOCAL_TICK_SECONDS", float, {"minimum": 1}),
     "log_level": ("LOG_LEVEL", str.upper, {"choices": ("DEBUG", "INFO", "WARNING", "ERROR")}),
+    "log_format": ("LOG_FORMAT", str.lower, {"choices": LOG_FORMATS}),
     "metrics_enabled": ("METRICS_ENABLED", _bool, {}),
     "metrics_store_cache_seconds": ("METRICS_STORE_CACHE_SECONDS", float, {"minimum": 0}),
     "host": ("HOST", _host, {}),
@@ -318,6 +353,12 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any], dict[str, Any]]] = {
     "firestore_jobs_collection": ("FIRESTORE_JOBS_COLLECTION", str, {}),
     "firestore_executions_collection": ("FIRESTORE_EXECUTIONS_COLLECTION", str, {}),
     "firestore_ticks_collection": ("FIRESTORE_TICKS_COLLECTION", str, {}),
+    "postgres_dsn": ("SCHEDULER_POSTGRES_DSN", str, {}),
+    "postgres_pool_size": ("SCHEDULER_POSTGRES_POOL_SIZE", int, {"minimum": 1}),
+    "postgres_connect_timeout_seconds": ("SCHEDULER_POSTGRES_CONNECT_TIMEOUT_SECONDS", float, {"minimum": 0.1}),
+    "postgres_statement_timeout_seconds": ("SCHEDULER_POSTGRES_STATEMENT_TIMEOUT_SECONDS", float, {"minimum": 0.1}),
+    "postgres_migrate_at_start": ("SCHEDULER_POSTGRES_MIGRATE_AT_START", _bool, {}),
+    "postgres_prune_seconds": ("SCHEDULER_POSTGRES_PRUNE_SECONDS", float, {"minimum": 0}),
     "dispatch": ("SCHEDULER_DISPATCH", str.lower, {"choices": DISPATCH_MODES}),
     "dispatch_lease_seconds": ("SCHEDULER_DISPATCH_LEASE_SECONDS", float, {"minimum": 1}),
     "dispatch_concurrency": ("SCHEDULER_DISPATCH_CONCURRENCY", int, {"minimum": 1}),

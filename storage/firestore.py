@@ -78,6 +78,7 @@ recognises its own earlier writes (``lease_owner``/``settled_by``).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -901,10 +902,9 @@ class FirestoreStore:
         base = "|".join((job_id, settlement.expected_owner, str(settlement.expected_epoch)))
         return [f"{job_id}~{_sha(f'{base}|{i}')[:24]}" for i in range(count)]
 
-    def settle_jobs(self, settlements: Sequence[Settlement], *, tick: TickRecord) -> SettleResult:
+    def settle_jobs(self, settlements: Sequence[Settlement], *, tick: TickRecord | None) -> SettleResult:
         jobs_col, exec_col = self._col("jobs"), self._col("executions")
-        tick_path = self._col("ticks").document(tick.tick_id)._document_path
-        base_lost = tick.metrics.lease_lost
+        tick_path = self._col("ticks").document(tick.tick_id)._document_path if tick is not None else None
         decided: dict[str, bool] = {}  # job id -> applied?
         todo = list(settlements)
         snaps = self._get_all([jobs_col.document(s.job.id) for s in todo])
@@ -942,10 +942,14 @@ class FirestoreStore:
                     job_write_index[job_id] = len(writes)
                     writes.append(self._pb_update(ref._document_path, {"history": keep}, snap.update_time))
             decided.update(round_decisions)
-            tick.metrics.lease_lost = base_lost + sum(1 for applied in decided.values() if not applied)
-            writes.append(self._pb_set(tick_path, _tick_fields(tick, self.history_days)))
+            if tick is not None:
+                lost = sum(1 for applied in decided.values() if not applied)
+                record = dataclasses.replace(tick, metrics=dataclasses.replace(tick.metrics, lease_lost=tick.metrics.lease_lost + lost))
+                writes.append(self._pb_set(tick_path, _tick_fields(record, self.history_days)))
+            if not writes:
+                break
             codes, _, _ = self._batch_write(writes, "settle_jobs")
-            if codes[-1] != _OK:
+            if tick is not None and codes[-1] != _OK:
                 raise StoreUnavailable(f"the tick record {tick.tick_id} was not stored (code {codes[-1]})")
             retry = [s for s in todo if s.job.id in job_write_index and codes[job_write_index[s.job.id]] != _OK]
             if not retry:

@@ -202,7 +202,7 @@ class JobTable:
             self._put_tick(tick)
         return result
 
-    def settle_jobs(self, settlements: Sequence[Settlement], *, tick: TickRecord) -> SettleResult:
+    def settle_jobs(self, settlements: Sequence[Settlement], *, tick: TickRecord | None) -> SettleResult:
         result = SettleResult()
         for settlement in settlements:
             job_id = settlement.job.id
@@ -220,8 +220,8 @@ class JobTable:
                 executions = tuple(_as_lost(e) for e in executions)
                 result.lost.append(job_id)
             self._append_executions(job_id, executions)
-        tick.metrics.lease_lost += len(result.lost)
-        self._put_tick(tick)
+        if tick is not None:
+            self._put_tick(dataclasses.replace(tick, metrics=dataclasses.replace(tick.metrics, lease_lost=tick.metrics.lease_lost + len(result.lost))))
         return result
 
     def extend_leases(self, runs: Sequence[RunRef], *, now: datetime, lease_seconds: float) -> ExtendResult:
@@ -392,7 +392,7 @@ class TableStore:
     def claim_due_jobs(self, *, now: datetime, tick: TickRecord, lease_seconds: float, limit: int) -> ClaimResult:
         return self._call("claim_due_jobs", now=now, tick=tick, lease_seconds=lease_seconds, limit=limit)
 
-    def settle_jobs(self, settlements: Sequence[Settlement], *, tick: TickRecord) -> SettleResult:
+    def settle_jobs(self, settlements: Sequence[Settlement], *, tick: TickRecord | None) -> SettleResult:
         return self._call("settle_jobs", settlements, tick=tick)
 
     def extend_leases(self, runs: Sequence[RunRef], *, now: datetime, lease_seconds: float) -> ExtendResult:

@@ -1,5 +1,9 @@
-"""Operator commands: ``flask --app main tick``, ``jobs ...``, ``executions``, ``status``,
-``export FILE`` and ``import FILE``."""
+"""Operator commands: ``crontick tick``, ``jobs ...``, ``executions``, ``status``,
+``export FILE`` and ``import FILE`` (``crontick`` is ``flask --app main``: web/cli_entry.py).
+
+The CLI serves no HTTP, so it reads no HTTP auth settings (``create_app(for_cli=True)``).
+A setting it cannot work with is one line naming the variable (``Error: SCHEDULER_LEASE_SECONDS='abc': must be a number``) and
+exit status 2, never a traceback; a refusal of the store or of the input is exit 1."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 
-from scheduler.errors import CrontickError
+from scheduler.errors import ConfigError, CrontickError, HandlerRegistryError
 from scheduler.jobspec import parse_timestamp
 from scheduler.model import Job, JobStatus, Misfire, Outcome, Overlap, Source, to_iso
 from web.context import crontick
@@ -22,9 +26,27 @@ def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
+class ConfigUsageError(click.ClickException):
+    """A setting the CLI cannot work with: ``Error: <message naming the variable>``, exit 2."""
+
+    exit_code = 2
+
+
+def cli_app() -> Flask:
+    """The app as the CLI builds it (``crontick`` and ``flask --app main``)."""
+    from main import create_app
+
+    try:
+        return create_app(for_cli=True)
+    except (ConfigError, HandlerRegistryError) as exc:
+        raise ConfigUsageError(str(exc)) from None
+
+
 def _guard(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
+    except ConfigError as exc:
+        raise ConfigUsageError(str(exc)) from None
     except CrontickError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -1,39 +1,215 @@
-"""Structured logs on stdout, one JSON object a line, in the shape Cloud Logging reads.
+"""Log lines: JSON in the shape Cloud Logging reads, or plain text for a person at a terminal.
 
-google-cloud-logging's ``StructuredLogHandler`` writes ``severity``, ``message``
-and ``logging.googleapis.com/trace`` (taken from ``X-Cloud-Trace-Context`` or
-``traceparent`` of the current Flask request, qualified with the project), and
-merges each record's ``extra={"json_fields": {...}}`` into the object.
+``LOG_FORMAT`` (``Settings.log_format``) picks the format: ``json``, ``text``, or ``auto``
+(the default): JSON on Cloud Run (``K_SERVICE`` is set) and whenever the stream is no
+terminal (a pipe, a file, a test's capture), text at a terminal. ``make run`` sets
+``LOG_FORMAT=text``. The service logs to stdout; the CLI to stderr, so that what a
+command prints on stdout (``crontick export -``, ``jobs show``) stays clean.
+
+JSON: one object a line, the shape google-cloud-logging's ``StructuredLogHandler``
+wrote before this formatter replaced it (importing that library cost 200-300 ms of
+every cold start; this module adds nothing to import but the standard library):
+
+- the record's ``extra={"json_fields": {...}}`` merged in first, then ``message``
+  (with the traceback appended for ``log.exception``: Error Reporting reads it there);
+- ``severity``; ``logging.googleapis.com/labels`` (``{"python_logger": <logger name>}``);
+- ``logging.googleapis.com/trace`` as ``projects/<GOOGLE_CLOUD_PROJECT>/traces/<id>``,
+  ``…/spanId`` and ``…/trace_sampled``, from the current Flask request's ``traceparent``
+  header (W3C), else its ``X-Cloud-Trace-Context``; empty outside a request;
+- ``logging.googleapis.com/sourceLocation`` (``file``, ``line``, ``function``);
+- ``httpRequest`` (``requestMethod``, ``requestUrl``, ``userAgent``, ``protocol``) in a request.
+
+A ``json_fields`` key that Cloud Logging reserves (``severity``, ``httpRequest``, the
+``logging.googleapis.com/*`` keys...) is dropped rather than allowed to forge those
+fields. Values JSON cannot encode are written with ``str()``.
+
+Text: ``2026-01-05T12:00:00.123Z INFO  scheduler.engine: Scheduler tick completed  tick_id=ab12 jobs_due=3``
+(UTC; the json_fields as ``key=value``, values with spaces quoted; then the traceback).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import re
 import sys
+import time
+from collections.abc import Mapping
+from typing import Any, TextIO
 
 from scheduler.settings import Settings
 
 _HANDLER_ATTR = "_crontick_handler"
 
+# https://cloud.google.com/logging/docs/structured-logging: keys with a meaning of their own.
+RESERVED_FIELDS = frozenset(
+    {
+        "severity",
+        "httpRequest",
+        "time",
+        "timestamp",
+        "timestampSeconds",
+        "timestampNanos",
+        "logging.googleapis.com/insertId",
+        "logging.googleapis.com/labels",
+        "logging.googleapis.com/operation",
+        "logging.googleapis.com/sourceLocation",
+        "logging.googleapis.com/spanId",
+        "logging.googleapis.com/trace",
+        "logging.googleapis.com/trace_sampled",
+    }
+)
 
-class _CurrentStdout:
-    """Writes to whatever ``sys.stdout`` is at the time of the write, not at set-up."""
+# Patterns, not compiled objects: re compiles (and caches) them at first use, not at import.
+_TRACEPARENT = r"^\s?(?!ff)[a-f\d]{2}-((?![0]{32})[a-f\d]{32})-((?![0]{16})[a-f\d]{16})-([a-f\d]{2})(-.*)?\s?$"
+_CLOUD_TRACE = r"([\w-]+)?(/?([\w-]+))?(;?o=(\d))?"
+
+
+def parse_traceparent(header: str | None) -> tuple[str | None, str | None, bool]:
+    """``00-<trace 32 hex>-<span 16 hex>-<flags>`` → (trace, span, sampled); (None, None, False) if malformed."""
+    match = re.match(_TRACEPARENT, header or "")
+    if match is None:
+        return None, None, False
+    return match.group(1), match.group(2), bool(int(match.group(3), 16) & 1)
+
+
+def parse_cloud_trace_context(header: str | None) -> tuple[str | None, str | None, bool]:
+    """``TRACE_ID[/SPAN_ID][;o=1]`` → (trace, span as 16 hex digits, sampled). The span is
+    decimal in this header and hexadecimal in Cloud Logging's field."""
+    if not header:
+        return None, None, False
+    match = re.match(_CLOUD_TRACE, header)
+    trace_id, span, sampled = match.group(1), match.group(3), match.group(5) == "1"
+    try:
+        number = int(span)  # type: ignore[arg-type]
+        span_id = f"{number:016x}" if 0 < number < 2**64 else None
+    except (TypeError, ValueError):
+        span_id = None
+    return trace_id, span_id, sampled
+
+
+def request_data() -> tuple[dict[str, Any] | None, str | None, str | None, bool]:
+    """(httpRequest, trace, span, sampled) of the current Flask request; Nones outside one."""
+    flask = sys.modules.get("flask")  # never imports Flask: a process without it has no request
+    if flask is None or not flask.has_request_context():
+        return None, None, None, False
+    request = flask.request
+    http_request = {
+        "requestMethod": request.method,
+        "requestUrl": request.url,
+        "userAgent": request.user_agent.string,
+        "protocol": request.environ.get("SERVER_PROTOCOL"),
+    }
+    trace_id, span_id, sampled = parse_traceparent(request.headers.get("traceparent"))
+    if trace_id is None:
+        trace_id, span_id, sampled = parse_cloud_trace_context(request.headers.get("X-Cloud-Trace-Context"))
+    return http_request, trace_id, span_id, sampled
+
+
+def _message(record: logging.LogRecord) -> str:
+    message = record.getMessage()
+    if record.exc_info:
+        if not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        message = f"{message}\n{record.exc_text}"
+    if record.stack_info:
+        message = f"{message}\n{record.stack_info}"
+    return message
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    fields = getattr(record, "json_fields", None)
+    return dict(fields) if isinstance(fields, Mapping) else {}
+
+
+class CloudLoggingFormatter(logging.Formatter):
+    """One JSON object a line, in Cloud Logging's structured shape (see the module docstring)."""
+
+    def __init__(self, project: str | None = None) -> None:
+        super().__init__()
+        self.project = project
+
+    def format(self, record: logging.LogRecord) -> str:
+        http_request, trace_id, span_id, sampled = request_data()
+        entry = {key: value for key, value in _fields(record).items() if key not in RESERVED_FIELDS}
+        entry["message"] = _message(record)
+        entry["severity"] = record.levelname
+        entry["logging.googleapis.com/labels"] = {"python_logger": record.name}
+        entry["logging.googleapis.com/trace"] = f"projects/{self.project}/traces/{trace_id}" if trace_id and self.project else (trace_id or "")
+        entry["logging.googleapis.com/spanId"] = span_id or ""
+        entry["logging.googleapis.com/trace_sampled"] = sampled
+        entry["logging.googleapis.com/sourceLocation"] = {"line": record.lineno, "file": record.pathname, "function": record.funcName}
+        entry["httpRequest"] = http_request or {}
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+_BARE = r"[^\s\"'=]+"
+
+
+def _text_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return text if re.fullmatch(_BARE, text) else json.dumps(text, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """``<UTC time> <LEVEL> <logger>: <message>  key=value ...``, then the traceback if any."""
+
+    converter = time.gmtime
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = f"{time.strftime('%Y-%m-%dT%H:%M:%S', self.converter(record.created))}.{int(record.msecs):03d}Z"
+        fields = "  ".join(f"{key}={_text_value(value)}" for key, value in _fields(record).items())
+        message = _message(record)
+        head, _, rest = message.partition("\n")
+        line = f"{stamp} {record.levelname:<7} {record.name}: {head}" + (f"  {fields}" if fields else "")
+        return f"{line}\n{rest}" if rest else line
+
+
+class _CurrentStream:
+    """Writes to whatever ``sys.stdout`` (or ``sys.stderr``) is at the time of the write,
+    not at set-up: pytest's capture and click's runner swap them."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
 
     def write(self, text: str) -> int:
-        return sys.stdout.write(text)
+        return getattr(sys, self.name).write(text)
 
     def flush(self) -> None:
-        sys.stdout.flush()
+        getattr(sys, self.name).flush()
+
+    def isatty(self) -> bool:
+        try:
+            return getattr(sys, self.name).isatty()
+        except (AttributeError, ValueError):  # a closed or replaced stream
+            return False
 
 
-def configure_logging(settings: Settings) -> None:
-    from google.cloud.logging_v2.handlers import StructuredLogHandler
+def resolve_format(setting: str, environ: Mapping[str, str], stream: Any) -> str:
+    """``text`` or ``json`` for ``LOG_FORMAT=setting`` (auto, text, json) on ``stream``."""
+    if setting in ("text", "json"):
+        return setting
+    if environ.get("K_SERVICE"):  # Cloud Run sets it in every revision's environment
+        return "json"
+    return "text" if stream.isatty() else "json"
 
+
+def configure_logging(settings: Settings, *, cli: bool = False, environ: Mapping[str, str] | None = None) -> str:
+    """Install crontick's one handler on the root logger (replacing a previous one); return
+    the format chosen. The service logs to stdout at ``LOG_LEVEL``; the CLI (``cli=True``)
+    to stderr, at WARNING unless ``LOG_LEVEL`` is set, so a command's output is not buried
+    under INFO lines (``LOG_LEVEL=INFO crontick tick`` shows each job's line)."""
+    environ = os.environ if environ is None else environ
+    target = _CurrentStream("stderr" if cli else "stdout")
+    chosen = resolve_format(settings.log_format, environ, target)
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, _HANDLER_ATTR, False):
             root.removeHandler(handler)
-    handler = StructuredLogHandler(project_id=settings.google_cloud_project, stream=_CurrentStdout())
+    handler = logging.StreamHandler(target)  # type: ignore[arg-type]
+    handler.setFormatter(CloudLoggingFormatter(settings.google_cloud_project) if chosen == "json" else TextFormatter())
     setattr(handler, _HANDLER_ATTR, True)
     root.addHandler(handler)
-    root.setLevel(settings.log_level)
+    root.setLevel("WARNING" if cli and not environ.get("LOG_LEVEL", "").strip() else settings.log_level)
+    return chosen
