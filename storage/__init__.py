@@ -23,6 +23,11 @@ def create_store(settings: Settings) -> JobStore:
         from storage.firestore import FirestoreStore
 
         return FirestoreStore.from_settings(settings)
+    if settings.storage == "postgres":
+        # Likewise: psycopg is loaded only by a service on the PostgreSQL store.
+        from storage.postgres import PostgresStore
+
+        return PostgresStore.from_settings(settings)
     from storage.jsonfile import JsonFileStore
 
     return JsonFileStore(settings.json_path, history_limit=settings.history_limit, lock_timeout=settings.json_lock_timeout_seconds)

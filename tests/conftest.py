@@ -27,8 +27,10 @@ from storage.memory import MemoryStore
 from tests.support import handlers as test_handlers
 from tests.support.clock import FakeClock
 from tests.support.firestore_emulator import firestore_emulator  # noqa: F401 - session fixture
+from tests.support.postgres_server import postgres_server  # noqa: F401 - session fixture
 
-STORE_KINDS = ["memory", "json", "firestore"]
+STORE_KINDS = ["memory", "json", "firestore", "postgres"]
+STORE_MARKS = {"firestore": pytest.mark.firestore, "postgres": pytest.mark.postgres}
 
 BASE_CONFIG = {
     "ENVIRONMENT": "test",
@@ -52,7 +54,7 @@ def registry() -> HandlerRegistry:
     return registry
 
 
-@pytest.fixture(params=[pytest.param(k, marks=pytest.mark.firestore) if k == "firestore" else k for k in STORE_KINDS])
+@pytest.fixture(params=[pytest.param(k, marks=STORE_MARKS[k]) if k in STORE_MARKS else k for k in STORE_KINDS])
 def store_kind(request: pytest.FixtureRequest) -> str:
     return request.param
 
@@ -64,6 +66,9 @@ def make_store(store_kind: str, tmp_path, request: pytest.FixtureRequest) -> Ite
     if store_kind == "firestore":
         emulator = request.getfixturevalue("firestore_emulator")
         emulator.clear()
+    if store_kind == "postgres":
+        postgres = request.getfixturevalue("postgres_server")
+        postgres.clear()
 
     def factory() -> JobStore:
         if store_kind == "memory":
@@ -74,6 +79,10 @@ def make_store(store_kind: str, tmp_path, request: pytest.FixtureRequest) -> Ite
             from storage.firestore import FirestoreStore
 
             store = FirestoreStore(project=emulator.project, history_limit=5)
+        elif store_kind == "postgres":
+            from storage.postgres import PostgresStore
+
+            store = PostgresStore(postgres.dsn, history_limit=5, pool_size=2)
         else:
             raise AssertionError(store_kind)
         store.open()
