@@ -1,13 +1,18 @@
 """Drill: many concurrent ticks across several gunicorn worker processes over one store.
 
-What it proves is exactly-once under claims that race *across processes*, so every
-worker must really claim jobs while the others hold theirs. That is not left to the
+What it proves is exactly-once under claims that race *across processes*, so at least
+two workers must really claim jobs while another holds its own. That is not left to the
 OS's scheduling (on a busy machine one worker used to drain the whole store before the
-others got the CPU): the first jobs each tick runs hang until every worker has a run in
-the ledger, and each worker accepts at most TICKERS / WORKERS connections, so the
-tickers blocked in one worker's hanging ticks must be served by the others. Once every
-worker has run a job the hang is released, and the rest of the drill is the free-for-all
-it always was.
+others got the CPU): the first jobs each tick runs hang until a second worker has a run
+in the ledger, and each worker accepts at most TICKERS / WORKERS connections, so once one
+worker's slots are all taken by hanging ticks the other tickers must be served by the
+other workers. Then the hang is released, and the rest of the drill is the free-for-all
+it always was (usually every worker runs jobs).
+
+Not "every worker": on Firestore every ticker reads the same earliest candidates and one
+claimer wins each race, so the number of claim rounds before the last worker wins one is
+a matter of luck and of the emulator's speed; a second worker needs at most
+TICKERS / WORKERS + 1 winning rounds.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ pytestmark = pytest.mark.slow
 JOBS = size(300, 2000)
 WORKERS = 4
 TICKERS = size(8, 16)
-RELEASE_AFTER = 30.0  # seconds the first jobs wait at most for every worker to run one
+RELEASE_AFTER = 30.0  # seconds the first jobs wait at most for a second worker to run one
 
 
 def test_concurrent_ticks_run_every_occurrence_exactly_once(backend, tmp_path):
@@ -66,12 +71,15 @@ def test_concurrent_ticks_run_every_occurrence_exactly_once(backend, tmp_path):
             if status != 200 or data["jobs_due"] == 0:
                 return
 
+    held: list[float] = []
+
     def releaser() -> None:
         # Well under the job timeout (60 s): a hang that long would fail attempts and retry them.
-        end = time.monotonic() + RELEASE_AFTER
-        while time.monotonic() < end and len({row[3] for row in read_ledger(ledger)}) < WORKERS:
+        begin = time.monotonic()
+        while time.monotonic() < begin + RELEASE_AFTER and len({row[3] for row in read_ledger(ledger)}) < 2:
             time.sleep(0.02)
         release.touch()
+        held.append(time.monotonic() - begin)
 
     threads = [threading.Thread(target=ticker) for _ in range(TICKERS)] + [threading.Thread(target=releaser)]
     try:
@@ -89,8 +97,8 @@ def test_concurrent_ticks_run_every_occurrence_exactly_once(backend, tmp_path):
     assert set(occurrences.values()) == {1}, [o for o, c in occurrences.items() if c > 1][:10]
     assert {job_id: fire_at for job_id, fire_at in occurrences} == expected
     assert {row[2] for row in rows} == {"1"}  # every run was a first attempt: nothing recovered, nothing retried
-    # Every worker claimed and ran jobs while the others held theirs (see the module docstring).
-    assert len({row[3] for row in rows}) == WORKERS, f"only {len({row[3] for row in rows})} of {WORKERS} worker processes ran jobs"
+    # Two workers (at least) claimed and ran jobs while another held its own (see the module docstring).
+    assert len({row[3] for row in rows}) >= 2, f"only one worker process ran jobs (the first jobs were held {held} s)"
     bodies = [data for _, data in results]
     assert sum(b["jobs_executed"] for b in bodies) == JOBS
     assert sum(b["jobs_succeeded"] for b in bodies) == JOBS
