@@ -140,6 +140,7 @@ def register_cli(app: Flask) -> None:
 
     app.cli.add_command(jobs)
     register_operating_cli(app)
+    register_db_cli(app)
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -257,3 +258,25 @@ def register_operating_cli(app: Flask) -> None:
             click.echo("dry run: nothing written")
         else:
             click.echo(f"after:   {_counts(summary.after)}")
+
+
+def register_db_cli(app: Flask) -> None:
+    """``db upgrade``: the PostgreSQL store's schema migrations (storage/postgres_migrations)."""
+    db = AppGroup("db", help="The PostgreSQL store's schema (SCHEDULER_STORAGE=postgres).")
+
+    @db.command("upgrade")
+    def upgrade() -> None:
+        """Apply the pending schema migrations, each once (safe to run from several places at once:
+        the runner holds a PostgreSQL advisory lock). Run it for each release when
+        SCHEDULER_POSTGRES_MIGRATE_AT_START is off (the default in staging and production)."""
+        settings = crontick().settings
+        if settings.storage != "postgres" or not settings.postgres_dsn:
+            raise click.ClickException(f"db upgrade needs SCHEDULER_STORAGE=postgres and SCHEDULER_POSTGRES_DSN (SCHEDULER_STORAGE is {settings.storage!r})")
+        from storage.postgres import apply_migrations, load_migrations
+
+        applied = _guard(apply_migrations, settings.postgres_dsn, connect_timeout=settings.postgres_connect_timeout_seconds)
+        for name in applied:
+            click.echo(f"applied {name}")
+        click.echo(f"schema up to date: {len(load_migrations())} migration(s), {len(applied)} applied now")
+
+    app.cli.add_command(db)
