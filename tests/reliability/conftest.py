@@ -1,4 +1,5 @@
-"""Reliability drills: real gunicorn processes, real kills and outages, on the JSON store and the Firestore emulator.
+"""Reliability drills: real gunicorn processes, real kills and outages, on the JSON store, the Firestore emulator
+and a real PostgreSQL 15 server.
 
 Every drill runs in two sizes. Plain ``pytest`` (``make test``) runs the short
 form; ``CRONTICK_DRILLS=long`` (``make drills``) the long one. Each drill
@@ -6,8 +7,10 @@ asserts exact counts from the append-only ledger that the ``ledger`` job type
 writes (tests/support/handlers.py): one line ``<job_id> <fire_at> <attempt> <pid>``
 per handler run.
 
-``backend`` is parametrised over both stores; the Firestore one uses the
-session's emulator (tests/support/firestore_emulator.py), cleared first.
+``backend`` is parametrised over the stores; the Firestore one uses the
+session's emulator (tests/support/firestore_emulator.py), cleared first; the
+Postgres one a new database per backend on the session's server
+(tests/support/postgres_server.py), whose outage is the server stopped.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ def size(short: Any, long: Any) -> Any:
 SHORT_LEASES = {
     "json": {"SCHEDULER_LEASE_SECONDS": "3", "SCHEDULER_TICK_BUDGET_SECONDS": "2", "SCHEDULER_JOB_TIMEOUT_SECONDS": "1.5"},
     "firestore": {"SCHEDULER_LEASE_SECONDS": "6", "SCHEDULER_TICK_BUDGET_SECONDS": "5", "SCHEDULER_JOB_TIMEOUT_SECONDS": "1.5"},
+    "postgres": {"SCHEDULER_LEASE_SECONDS": "3", "SCHEDULER_TICK_BUDGET_SECONDS": "2", "SCHEDULER_JOB_TIMEOUT_SECONDS": "1.5"},
 }
 
 
@@ -65,18 +69,20 @@ class Backend:
     """One store kind as the service and the drill see it: the environment for
     gunicorn, store instances for the test process, bulk seeding, and an outage."""
 
-    def __init__(self, kind: str, root: Path, emulator: Any = None, name: str = "drill") -> None:
+    def __init__(self, kind: str, root: Path, emulator: Any = None, name: str = "drill", postgres: Any = None) -> None:
         self.kind = kind
         self.root = root
         self.emulator = emulator
         self.name = name
+        self.postgres = postgres  # the session's SessionPostgres (kind "postgres")
+        self.dsn = postgres.server.create_database() if postgres is not None else None
         self.json_path = root / f"{name}-data" / "jobs.json"
         self._stores: list[Any] = []
         self._saved: Path | None = None
 
     def sibling(self, name: str) -> Backend:
         """Another, separate store of the same kind (another file / other collections)."""
-        return Backend(self.kind, self.root, self.emulator, name)
+        return Backend(self.kind, self.root, self.emulator, name, self.postgres)
 
     @property
     def short_leases(self) -> dict[str, str]:
@@ -94,6 +100,8 @@ class Backend:
         settings = {"SCHEDULER_HANDLER_MODULES": "tests.support.handlers", "LOG_LEVEL": "INFO"}
         if self.kind == "json":
             settings |= {"SCHEDULER_STORAGE": "json", "SCHEDULER_JSON_PATH": str(self.json_path)}
+        elif self.kind == "postgres":
+            settings |= {"SCHEDULER_STORAGE": "postgres", "SCHEDULER_POSTGRES_DSN": self.dsn, "SCHEDULER_POSTGRES_CONNECT_TIMEOUT_SECONDS": "2"}
         else:
             c = self.collections
             settings |= {
@@ -109,6 +117,10 @@ class Backend:
     def store(self, **options: Any) -> Any:
         if self.kind == "json":
             store: Any = JsonFileStore(self.json_path, **options)
+        elif self.kind == "postgres":
+            from storage.postgres import PostgresStore
+
+            store = PostgresStore(self.dsn, **options)
         else:
             from storage.firestore import FirestoreStore
 
@@ -128,6 +140,9 @@ class Backend:
                 for job in jobs:
                     table.add_job(job)
                 store._save(doc)
+        elif self.kind == "postgres":
+            for start in range(0, len(jobs), 1000):
+                assert len(store.restore_jobs(jobs[start : start + 1000]).created) == len(jobs[start : start + 1000])
         else:
             from storage.firestore import _job_fields
 
@@ -157,6 +172,8 @@ class Backend:
             self._saved = folder.with_name(folder.name + "-saved")
             folder.rename(self._saved)
             folder.write_text("the store is down\n")
+        elif self.kind == "postgres":
+            self.postgres.server.stop()  # a fast shutdown: open connections are cut, the data stays
         else:
             self.emulator.stop(keep_data=True)
 
@@ -167,6 +184,8 @@ class Backend:
             assert self._saved is not None
             self._saved.rename(folder)
             self._saved = None
+        elif self.kind == "postgres":
+            self.postgres.server.start()
         else:
             self.emulator.start()
 
@@ -175,6 +194,8 @@ class Backend:
             self.up()
         if self.kind == "firestore" and not self.emulator.running:
             self.emulator.start()
+        if self.kind == "postgres" and not self.postgres.server.running:
+            self.postgres.server.start()
         for store in self._stores:
             try:
                 store.close()
@@ -182,13 +203,15 @@ class Backend:
                 pass
 
 
-@pytest.fixture(params=["json", pytest.param("firestore", marks=pytest.mark.firestore)])
+@pytest.fixture(params=["json", pytest.param("firestore", marks=pytest.mark.firestore), pytest.param("postgres", marks=pytest.mark.postgres)])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    emulator = None
+    emulator = postgres = None
     if request.param == "firestore":
         emulator = request.getfixturevalue("firestore_emulator")
         emulator.clear()
-    backend = Backend(request.param, tmp_path, emulator)
+    if request.param == "postgres":
+        postgres = request.getfixturevalue("postgres_server")
+    backend = Backend(request.param, tmp_path, emulator, postgres=postgres)
     try:
         yield backend
     finally:

@@ -29,8 +29,8 @@ from tests.support.processes import REPO
 
 pytestmark = pytest.mark.slow
 
-LOOPS = {"json": size(50, 1000), "firestore": size(3, 40)}
-KILL_WITHIN = {"json": 0.08, "firestore": 0.5}  # seconds after "ready"
+LOOPS = {"json": size(50, 1000), "firestore": size(3, 40), "postgres": size(10, 200)}
+KILL_WITHIN = {"json": 0.08, "firestore": 0.5, "postgres": 0.3}  # seconds after "ready"
 
 
 def test_kill_9_during_writes_leaves_a_valid_store_with_every_acknowledged_write(backend, tmp_path):
