@@ -29,6 +29,7 @@ from web.api import bp as api_bp
 from web.auth import TokenVerifier
 from web.chat import bp as chat_bp
 from web.cli import register_cli
+from web.console import register_console
 from web.context import Crontick
 from web.errors import register_body_limit, register_error_handlers
 from web.logs import configure_logging
@@ -113,6 +114,7 @@ def create_app(
     register_metrics(app)
     app.register_blueprint(chat_bp)
     register_shadow(app)
+    register_console(app)
     register_error_handlers(app)
     register_cli(app)
     if settings.shadow_mode and not for_cli:
