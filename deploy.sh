@@ -21,6 +21,9 @@
 # With SCHEDULER_DISPATCH=cloud_tasks, CLOUD_TASKS_QUEUE, CLOUD_TASKS_TARGET_URL and
 # CLOUD_TASKS_SERVICE_ACCOUNT are required too, and the request timeout is 1800 s (a task
 # runs its job inside one /tasks/run request, for up to 30 minutes) instead of 300 s.
+# With SCHEDULER_STORAGE=postgres, SCHEDULER_POSTGRES_DSN is required (or given as a secret:
+# DEPLOY_EXTRA_FLAGS="--set-secrets=SCHEDULER_POSTGRES_DSN=SECRET:latest"), and CLOUD_SQL_INSTANCE
+# (PROJECT:REGION:INSTANCE) adds --add-cloudsql-instances, which mounts /cloudsql/INSTANCE.
 #
 # Every command is printed (prefixed "+") before it runs; the first failing one stops the script.
 set -euo pipefail
@@ -56,6 +59,10 @@ check_app_settings() {
     require OIDC_AUDIENCE OIDC_ALLOWED_EMAILS
   elif [[ "$auth" == "disabled" && "${ENVIRONMENT:-}" == "production" ]]; then
     die "AUTH_MODE=disabled is refused with ENVIRONMENT=production"
+  fi
+  local storage="${SCHEDULER_STORAGE:-json}"
+  if [[ "${storage,,}" == "postgres" && "${DEPLOY_EXTRA_FLAGS:-}" != *"SCHEDULER_POSTGRES_DSN="* ]]; then
+    require SCHEDULER_POSTGRES_DSN
   fi
   local dispatch="${SCHEDULER_DISPATCH:-inline}"
   dispatch="${dispatch,,}"
@@ -106,6 +113,7 @@ deploy_revision() {
     source_flag="--source=."
   fi
   read -r -a extra <<<"${DEPLOY_EXTRA_FLAGS:-}"
+  [[ -z "${CLOUD_SQL_INSTANCE:-}" ]] || extra+=("--add-cloudsql-instances=$CLOUD_SQL_INSTANCE")
   env_flag="$(env_vars_flag)"
   cd "$ROOT"
   run gcloud run deploy "$SERVICE_NAME" \
