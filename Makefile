@@ -56,8 +56,9 @@ $(BENCH_STAMP): $(STAMP) requirements-bench.txt
 	@rm -f $(VENV)/.bench-installed-*
 	@touch $@
 
-## The benchmark on the JSON store and the Firestore emulator: writes bench/results.md and bench/results.json (docs/benchmarks.md).
-bench: $(BENCH_STAMP)
+## The benchmark on the JSON store and the Firestore emulator (the dispatch figures with the Cloud Tasks emulator too):
+## writes bench/results.md and bench/results.json (docs/benchmarks.md).
+bench: $(BENCH_STAMP) tasks-venv
 	$(PY) -m bench.run
 
 ## The reliability drills in their long form (`make test` runs them in their short form).

@@ -1,7 +1,8 @@
 """crontick's benchmark: ``make bench`` (or ``.venv/bin/python -m bench.run``).
 
-Runs six figures on the JSON store and on the Firestore emulator (started here the
-way the tests start it) and writes ``bench/results.md`` (the table) and
+Runs its figures on the JSON store and on the Firestore emulator (started here the
+way the tests start it), the dispatch figures also with the Cloud Tasks emulator
+(web/local_tasks.py), and writes ``bench/results.md`` (the table) and
 ``bench/results.json`` (every sample summary, the settings, the machine's load).
 
 1. tick latency through real HTTP (gunicorn, 1 worker x 8 threads) with 0/10/100/1,000 due no-op jobs
@@ -10,6 +11,9 @@ way the tests start it) and writes ``bench/results.md`` (the table) and
 4. cold start: process start to the first 200 on /health, and -X importtime
 5. side by side with APScheduler 3.x (SQLite job store, and in memory)
 6. memory of a serving worker over 100 ticks of 1,000 jobs
+7. a tick dispatching 1,000 claimed runs to Cloud Tasks (JSON store, the emulator)   } bench/dispatch.py
+8. runs per second from due to executed, 2 instances: cloud_tasks against inline   }
+9. the cost of one lease heartbeat (extend_leases of 1/100/1,000 runs), both stores }
 10. the PostgreSQL store: tick latency, statements per tick, and 1,000 due jobs to
     executed side by side with procrastinate on the same server (bench/postgres_bench.py)
 
@@ -17,7 +21,8 @@ Nothing here asserts a time: each row of the table says whether its goal is met,
 and by how much it is missed. See docs/benchmarks.md.
 
 Options: ``--quick`` (a few repetitions, for checking the benchmark itself),
-``--figures 1 3`` (a subset), ``--stores json`` (one store), ``--out DIR``.
+``--figures 1 3`` (a subset), ``--stores json`` (one store), ``--out DIR``,
+``--merge`` (keep the other figures' rows of the results already in DIR, and say so).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import dispatch  # noqa: E402
 from bench.common import REPO, StoreSetup, make_jobs, post, slope, summary_ms, tick  # noqa: E402
 from scheduler.clock import utc_now  # noqa: E402
 
@@ -576,13 +582,56 @@ def write_results(res: Results, out: Path, meta: dict[str, Any]) -> None:
     (out / "results.md").write_text("\n".join(lines))
 
 
+def merge_previous(res: Results, saved: dict[str, Any], figures: set[int], meta: dict[str, Any]) -> None:
+    """``--merge``: the rows, raw figures and notes of figures not run now come from ``saved``
+    (an earlier results.json). ``meta["runs"]`` keeps, per run whose figures are in the
+    table, when it finished, its wall time and load; a note says which figures came from which run."""
+
+    def number(text: str) -> int | None:
+        head = text.split(".")[0]
+        return int(head) if head.isdigit() else None
+
+    kept = [row for row in saved["rows"] if number(row["figure"]) not in figures]
+    if not kept:
+        return
+    kept_figures = sorted({number(row["figure"]) for row in kept} - {None})
+    res.rows = kept + res.rows
+    res.raw = {key: value for key, value in saved["figures"].items() if number(key.removeprefix("fig") + ".") not in figures} | res.raw
+    # Notes of the figures run now are replaced; "Figures ..." notes (an earlier merge's, or figures 7 and 8 not measured) too.
+    ours = tuple(f"Figure {n} " for n in figures) + tuple(f"Figure {n}:" for n in figures) + ("Figures ",)
+    res.notes = [note for note in saved["notes"] if not note.startswith(ours)] + res.notes
+    old = saved["meta"]
+
+    def run_info(m: dict[str, Any]) -> dict[str, Any]:
+        return {key: m.get(key) for key in ("started", "load_start", "load_end", "wall_s")}
+
+    runs = dict(old.get("runs") or {old["finished"]: run_info(old)})
+    old_source = {int(n): when for n, when in (old.get("sources") or {}).items()}
+    sources = {n: old_source.get(n, old["finished"]) for n in kept_figures} | {n: meta["finished"] for n in sorted(figures)}
+    runs[meta["finished"]] = run_info(meta)
+    meta["runs"] = {when: info for when, info in runs.items() if when in sources.values()}
+    meta["sources"] = {str(n): when for n, when in sorted(sources.items())}
+    by_run: dict[str, list[int]] = {}
+    for n, when in sorted(sources.items()):
+        by_run.setdefault(when, []).append(n)
+    parts = []
+    for when, numbers in sorted(by_run.items()):
+        info = meta["runs"][when]
+        parts.append(
+            f"figure{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))} from the run of {when} "
+            f"({info.get('wall_s') or 0:.0f} s, load average at start {info.get('load_start')}, at end {info.get('load_end')})"
+        )
+    res.notes.append("Figures merged from several runs (--merge): " + "; ".join(parts) + ".")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few repetitions (checks the benchmark, measures little)")
-    parser.add_argument("--figures", nargs="+", type=int, default=[1, 2, 3, 4, 5, 6, 10])
+    parser.add_argument("--figures", nargs="+", type=int, default=[1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
     parser.add_argument("--stores", nargs="+", default=["json", "firestore"], choices=["json", "firestore"])
     parser.add_argument("--out", type=Path, default=REPO / "bench", help="where results.md and results.json go")
     parser.add_argument("--render", action="store_true", help="only rewrite results.md from results.json")
+    parser.add_argument("--merge", action="store_true", help="keep the rows of the figures not run from the results already in --out")
     args = parser.parse_args(argv)
     if args.render:
         saved = json.loads((args.out / "results.json").read_text())
@@ -594,7 +643,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     meta: dict[str, Any] = {
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(), "cpus": os.cpu_count(),
-        "python": platform.python_version(), "load_start": load(), "quick": args.quick, "reps": REPS, "figures": sorted(figures), "stores": args.stores,
+        "python": platform.python_version(), "load_start": load(), "quick": args.quick, "reps": REPS | {"dispatch": dispatch.REPS}, "figures": sorted(figures), "stores": args.stores,
     }
     res = Results()
     work = Path(tempfile.mkdtemp(prefix="crontick-bench-"))
@@ -603,13 +652,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"crontick bench: work folder {work}", flush=True)
     for kind in args.stores:
         emulator = None
-        if kind == "firestore" and figures & {1, 2, 3, 4}:
+        if kind == "firestore" and figures & {1, 2, 3, 4, 9}:
             from tests.support.firestore_emulator import FirestoreEmulator
 
             emulator = FirestoreEmulator(project="demo-crontick-bench", log_path=log_dir / "emulator.log").start()
         setup = StoreSetup(kind, json_path=work / "data" / "jobs.json", emulator=emulator)
         try:
-            if not figures & {1, 2, 3, 4}:
+            if not figures & {1, 2, 3, 4, 9}:
                 continue
             store = setup.store()
             if figures & {1, 3}:
@@ -632,10 +681,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"figure 4 ({kind}), load {load()}", flush=True)
                 setup.reset([], store)
                 figure4(res, setup, log_dir, args.quick)
+            if 9 in figures:
+                print(f"figure 9 ({kind}), load {load()}", flush=True)
+                dispatch.figure9(res, setup, store, args.quick)
             store.close()
         finally:
             if emulator is not None:
                 emulator.stop()
+    if figures & {7, 8}:
+        dispatch.run_tasks_figures(res, figures, work, log_dir, args.quick, load)
     if 10 in figures:
         from bench import postgres_bench
 
@@ -648,6 +702,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"figure 6, load {load()}", flush=True)
         figure6(res, StoreSetup("json", json_path=work / "data-mem" / "jobs.json"), log_dir, args.quick)
     meta |= {"finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "load_end": load(), "wall_s": time.perf_counter() - started, "work": str(work)}
+    if args.merge and (args.out / "results.json").is_file():
+        merge_previous(res, json.loads((args.out / "results.json").read_text()), figures, meta)
     write_results(res, args.out, meta)
     print(f"wrote {args.out / 'results.md'} and results.json in {meta['wall_s']:.0f} s", flush=True)
     return 0
