@@ -178,3 +178,12 @@ def test_the_crontick_command_equals_flask_app_main(crontick):
     ours_names = names(ours.stdout)
     assert ours_names == names(theirs.stdout)
     assert {"jobs", "tick", "status", "executions", "export", "import"} <= set(ours_names)
+
+
+def test_check_config_checks_what_the_service_checks(crontick):
+    """The other commands skip the HTTP auth settings; ``check-config`` is how an operator
+    checks an env file before a deploy (docs/rollout.md, Stage 0)."""
+    refused = crontick("check-config", AUTH_MODE="oidc", OIDC_AUDIENCE="https://svc.example")
+    assert (refused.returncode, refused.stderr) == (2, "Error: OIDC_ALLOWED_EMAILS is required with AUTH_MODE=oidc (the invoker service account)\n")
+    ok = crontick("check-config", AUTH_MODE="oidc", OIDC_AUDIENCE="https://svc.example", OIDC_ALLOWED_EMAILS="invoker@p.iam.gserviceaccount.com")
+    assert (ok.returncode, ok.stdout) == (0, "settings ok: ENVIRONMENT=local AUTH_MODE=oidc SCHEDULER_STORAGE=json SCHEDULER_DISPATCH=inline\n"), ok.stderr

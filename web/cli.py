@@ -65,6 +65,20 @@ def register_cli(app: Flask) -> None:
         outcome = _guard(ct.engine.run_tick, now=ct.clock(), tick_id=uuid.uuid4().hex, source=Source.MANUAL)
         _echo_json(outcome.to_dict())
 
+    @app.cli.command("check-config")
+    def check_config_command() -> None:
+        """Check the environment as the service does at start, HTTP auth settings included
+        (the other commands leave those out: they serve no HTTP)."""
+        import os
+
+        from scheduler.settings import Settings
+
+        settings = _guard(Settings.from_env, os.environ)
+        click.echo(
+            f"settings ok: ENVIRONMENT={settings.environment} AUTH_MODE={settings.auth_mode} "
+            f"SCHEDULER_STORAGE={settings.storage} SCHEDULER_DISPATCH={settings.dispatch}"
+        )
+
     jobs = AppGroup("jobs", help="Manage jobs in the configured store.")
 
     @jobs.command("add")

@@ -19,16 +19,25 @@ when it fails instead.
 Runnable on its own for manual work and the benchmark::
 
     python -m tests.support.firestore_emulator   # prints FIRESTORE_EMULATOR_HOST=..., Ctrl-C stops it
+
+No orphaned Java process: the emulator runs in a session (process group) of its own,
+which ``stop()`` signals whole (gcloud, when it is the launcher, starts java as a child);
+the process started is told by the kernel to stop when its parent dies
+(``PR_SET_PDEATHSIG``), so a test run or a runner killed with SIGKILL takes it down too
+(through gcloud, a shell wrapper passes that on to the whole group); and the runner
+above stops it on SIGTERM and SIGHUP as on Ctrl-C.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -82,9 +91,23 @@ def emulator_command(port: int) -> list[str]:
         return [java, "-cp", str(jar), MAIN_CLASS, "start", "--host=127.0.0.1", f"--port={port}"]
     gcloud = shutil.which("gcloud")
     if gcloud and java:
-        return [gcloud, "emulators", "firestore", "start", f"--host-port=127.0.0.1:{port}"]
+        # gcloud starts java as its child and does not pass a SIGTERM on: the shell sends it
+        # to the whole group (gcloud and java) when it gets one (stop(), or its parent died).
+        return ["bash", "-c", 'trap "trap - TERM; kill -TERM 0" TERM; "$@" & wait', "firestore-emulator", gcloud, "emulators", "firestore", "start", f"--host-port=127.0.0.1:{port}"]
     missing = "java" if not java else f"the emulator jar ({candidates[-1]}) and gcloud"
     raise EmulatorUnavailable(f"Firestore emulator unavailable: {missing} not found")
+
+
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def _stop_with_parent() -> None:
+    """Run in the child before exec: SIGTERM when the parent dies (Linux), so that a killed
+    test run leaves no emulator behind. Tied to the thread that started it: start() from
+    the main thread (the fixture, the benchmark, the runner below)."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 class FirestoreEmulator:
@@ -114,7 +137,9 @@ class FirestoreEmulator:
             self._import = None
         with open(self.log_path, "ab") as log:
             # A new session, so that stop() can end the whole group (gcloud starts java as a child).
-            self._proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            self._proc = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_stop_with_parent
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -225,7 +250,13 @@ def firestore_emulator() -> Iterator[FirestoreEmulator]:
             os.environ["FIRESTORE_EMULATOR_HOST"] = previous
 
 
+def _exit_on_signal(signum: int, frame: object) -> None:  # noqa: ARG001
+    raise SystemExit(128 + signum)  # unwinds through the with-block below, which stops the emulator
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    signal.signal(signal.SIGHUP, _exit_on_signal)
     with FirestoreEmulator() as emu:
         print(f"FIRESTORE_EMULATOR_HOST={emu.host}  (log: {emu.log_path}; Ctrl-C stops it)", flush=True)
         try:
