@@ -172,6 +172,12 @@ def _http(exc: HTTPException):
     return render_template("console/error.html", status=exc.code or 500, title=exc.name, message=exc.description), exc.code or 500
 
 
+@bp.errorhandler(Exception)
+def _unexpected(exc: Exception):
+    log.exception("Unhandled error in the console", extra={"json_fields": {"action": "console_error", "path": request.path}})
+    return render_template("console/error.html", status=500, title="Something went wrong", message="internal error; see the service log"), 500
+
+
 # -- formatting helpers for templates -------------------------------------------------
 @bp.app_template_filter("local")
 def local_time(when: datetime | None, tz_name: str = "UTC") -> str:
@@ -201,7 +207,7 @@ def relative(when: datetime | None, now: datetime) -> str:
         return "now"
     if size < 60:
         text = f"{size:.0f} s"
-    elif size < 3600:
+    elif size < 7200:
         text = f"{size / 60:.0f} min"
     elif size < 48 * 3600:
         text = f"{size / 3600:.0f} h"
