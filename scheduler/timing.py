@@ -14,9 +14,11 @@ Cron expressions are evaluated on the wall clock of the job's time zone:
 
 from __future__ import annotations
 
+import heapq
 import random
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -67,27 +69,113 @@ def _hour_is_fixed(expr: str) -> bool:
     return "*" not in fields[1]
 
 
-def _is_second_of_repeated(local: datetime) -> bool:
-    if local.fold != 1:
-        return False
-    return local.replace(fold=0).utcoffset() != local.utcoffset()
+DST_GAP_CHOICES = ("shift", "skip")
+DST_REPEAT_CHOICES = ("first", "second", "both")
+# Wall times earlier than local(after) can still fire after it, in the second copy of a
+# repeated hour; no zone has ever repeated more than this much of its clock at once.
+_FOLD_LOOKBACK = timedelta(hours=3)
 
 
-def cron_fire_times(expr: str, tz_name: str, after: datetime) -> Iterator[datetime]:
-    """Fire times of ``expr`` in ``tz_name`` strictly after ``after``, in UTC, ascending."""
+@dataclass(frozen=True, slots=True)
+class FireTime:
+    """One wall-clock match of a cron expression and what the DST policy made of it.
+
+    ``at`` is the instant it fires (UTC), ``None`` when the policy dropped it;
+    ``note`` is ``None`` for an ordinary time, else ``"shifted"`` (skipped by
+    spring-forward, fired at the gap's end), ``"dropped"`` (skipped by spring-forward,
+    ``dst_gap=skip``), ``"first"`` / ``"second"`` (one copy of a time repeated by
+    fall-back; ``"both"`` yields two FireTimes, one of each).
+    """
+
+    wall: datetime  # naive local wall time the expression matched
+    at: datetime | None
+    note: str | None = None
+
+
+def _transition_near(tz: ZoneInfo, instant: datetime) -> bool:
+    offset = instant.astimezone(tz).utcoffset()
+    return (instant - _FOLD_LOOKBACK).astimezone(tz).utcoffset() != offset or (instant + _FOLD_LOOKBACK).astimezone(tz).utcoffset() != offset
+
+
+def _gap_end(tz: ZoneInfo, before: datetime, after: datetime) -> datetime:
+    """The transition instant in (before, after]: the first instant after a spring-forward gap."""
+    target = after.astimezone(tz).utcoffset()
+    lo, hi = before, after
+    while (hi - lo) > timedelta(seconds=1):
+        mid = lo + (hi - lo) / 2
+        if mid.astimezone(tz).utcoffset() == target:
+            hi = mid
+        else:
+            lo = mid
+    return hi.replace(microsecond=0) if hi.microsecond else hi
+
+
+def cron_schedule(expr: str, tz_name: str, after: datetime, *, dst_gap: str = "shift", dst_repeat: str | None = None) -> Iterator[FireTime]:
+    """Every wall-clock match of ``expr`` in ``tz_name`` whose instant is after ``after``
+    (and the matches the policy dropped), ascending by instant.
+
+    ``dst_gap``: ``shift`` fires a wall time that spring-forward skips at the first
+    instant after the gap (several such times fire once there); ``skip`` drops it.
+    ``dst_repeat``: ``first``, ``second`` or ``both`` copies of a wall time that
+    fall-back repeats; ``None`` is Vixie cron's rule: ``first`` when the hour field is
+    fixed, ``both`` (elapsed time) when it is a wildcard.
+    """
     tz = zone(tz_name)
-    fixed_hour = _hour_is_fixed(expr)
-    it = croniter(expr.strip(), after.astimezone(tz))
-    previous = utc(after)
+    repeat = dst_repeat or ("first" if _hour_is_fixed(expr) else "both")
+    after = utc(after)
+    start = after.astimezone(tz).replace(tzinfo=None)
+    if (after + _FOLD_LOOKBACK).astimezone(tz).utcoffset() != after.astimezone(tz).utcoffset():
+        start -= _FOLD_LOOKBACK  # a transition is near: wall times before local(after) may fire after it
+    it = croniter(expr.strip(), start)
+    pending: list[tuple[datetime, int, FireTime]] = []  # a heap by instant
+    order = 0
+    last = after
     while True:
-        local = it.get_next(datetime)
-        if fixed_hour and _is_second_of_repeated(local):
+        wall = it.get_next(datetime)
+        i0 = utc(wall.replace(tzinfo=tz, fold=0))
+        i1 = utc(wall.replace(tzinfo=tz, fold=1))
+        if i0 == i1:
+            found = [FireTime(wall, i0)]
+        elif i1 > i0:  # repeated by fall-back: fold=0 is the first copy
+            found = {
+                "first": [FireTime(wall, i0, "first")],
+                "second": [FireTime(wall, i1, "second")],
+                "both": [FireTime(wall, i0, "first"), FireTime(wall, i1, "second")],
+            }[repeat]
+        elif dst_gap == "skip":  # in a spring-forward gap: fold=1 maps before it, fold=0 after
+            found = [FireTime(wall, None, "dropped")]
+        else:
+            found = [FireTime(wall, _gap_end(tz, i1, i0), "shifted")]
+        if not pending and i0 == i1 and not _transition_near(tz, i0):
+            # The common case: an ordinary time, no DST switch within hours: nothing later
+            # can sort before it, so it needs no look at the next match.
+            if i0 > last:
+                last = i0
+                yield found[0]
             continue
-        fire = utc(local)
-        if fire <= previous:  # croniter can step back inside a fold; never yield twice
-            continue
-        previous = fire
-        yield fire
+        for fire in found:
+            heapq.heappush(pending, (fire.at or i1, order, fire))
+            order += 1
+        # Any later wall time fires at or after min(i0, i1): what sorts before it is final.
+        floor = min(i0, i1)
+        while pending and pending[0][0] < floor:
+            at, _, fire = heapq.heappop(pending)
+            if fire.at is None:
+                if at > after:
+                    yield fire
+                continue
+            if fire.at <= last:  # at or before `after`, or a second wall time shifted to the same gap end
+                continue
+            last = fire.at
+            yield fire
+
+
+def cron_fire_times(expr: str, tz_name: str, after: datetime, *, dst_gap: str = "shift", dst_repeat: str | None = None) -> Iterator[datetime]:
+    """Fire times of ``expr`` in ``tz_name`` strictly after ``after``, in UTC, ascending
+    (see :func:`cron_schedule` for the DST policy)."""
+    for fire in cron_schedule(expr, tz_name, after, dst_gap=dst_gap, dst_repeat=dst_repeat):
+        if fire.at is not None:
+            yield fire.at
 
 
 def interval_fire_times(anchor: datetime, seconds: int, after: datetime) -> Iterator[datetime]:
