@@ -17,7 +17,8 @@ in staging/production) runs it from :meth:`PostgresStore.open`. A migration neve
 rewrites a table in place without a documented backfill.
 
 Tables: ``crontick_jobs`` (one typed column per :class:`~scheduler.model.Job` field,
-``idempotency_key`` UNIQUE), ``crontick_executions`` (one row per attempt, ``seq``
+``idempotency_key`` UNIQUE; fields without a column, today ``audit``, in the ``extra``
+JSON column as ``Job.to_dict`` writes them), ``crontick_executions`` (one row per attempt, ``seq``
 orders a job's history), ``crontick_ticks`` (tick records) and
 ``crontick_tick_occurrences`` (one row per Cloud Scheduler occurrence key, the key
 the primary key).
@@ -34,7 +35,7 @@ statement's snapshot is re-checked against the WHERE clause when locked. The sam
 statement checks the tick's occurrence key (duplicate detection, below), takes it
 (``INSERT ... ON CONFLICT``), and stores the tick record when it claimed anything.
 Only a tick that lost the race for an occurrence key to a concurrent tick runs it
-again (and then finds the duplicate).
+again (and then finds the duplicate), and a claim that met a row failing to decode.
 
 Settle (:data:`SETTLE_SQL`): ONE statement per batch: ``UPDATE crontick_jobs ... FROM
 unnest(arrays) WHERE lease_owner = expected AND lease_epoch = expected``, the
@@ -59,9 +60,12 @@ nothing is half written (a claim whose answer was lost leaves its jobs leased un
 the lease expires, then they are recovered). A pooled connection is checked before
 use, so the first call after a server restart does not fail on a dead connection.
 A row that does not decode as a job (a value this version does not know, written by a
-newer one or by hand) never fails a batch: the claim logs it per job
-(``postgres_row_undecodable``) and leaves it leased until its lease expires, reads of
-that job raise :class:`~scheduler.errors.StoreCorrupt` naming it.
+newer one or by hand) never fails a batch and is written nothing: the claim's SQL leaves
+out rows whose ``misfire``, ``overlap``, ``payload`` or ``extra`` this version cannot read
+(:data:`_DECODABLE`); a claimed row that still fails ``Job.from_dict`` is put back as it was
+(:data:`UNCLAIM_SQL`, fenced) and the batch filled without it. Either way the job is logged
+(ERROR ``stored_job_unreadable``) and listed in ``ClaimResult.unreadable``; reads of that
+job raise :class:`~scheduler.errors.StoreCorrupt` naming it.
 
 Retention
 ---------
