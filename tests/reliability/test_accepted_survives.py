@@ -5,8 +5,8 @@ the field (hardening issue).
 Generated bodies mix valid and hostile values: nested and wide payloads, huge and
 non-finite numbers, lone surrogates, real and made-up time zones, never-firing
 crons, out-of-range limits. ``make test`` runs it on the JSON store;
-``make drills`` (``CRONTICK_DRILLS=long``) on the memory, JSON and Firestore stores
-with more examples.
+``make drills`` (``CRONTICK_DRILLS=long``) on the memory, JSON, Firestore and PostgreSQL
+stores with more examples.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from tests.support.clock import FakeClock
 from tests.support.handlers import register as register_test_handlers
 
 EXAMPLES = 300 if LONG else 60
-TARGET_KINDS = ["memory", "json", "firestore"] if LONG else ["json"]
+TARGET_KINDS = ["memory", "json", "firestore", "postgres"] if LONG else ["json"]
+KIND_MARKS = {"firestore": pytest.mark.firestore, "postgres": pytest.mark.postgres}
 
 ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Pacific/Kiritimati", "Etc/GMT+12", "Mars/Olympus", "A" * 300, "../../etc/passwd", "", "Europe/Berlin\x00", "\ud800"]
 CRONS = ["* * * * *", "30 2 * * *", "0 0 29 2 *", "0 0 30 2 *", "@daily", "61 * * * *", "* * * *", "0 9 * * 1-5"]
@@ -80,6 +81,10 @@ def _target(kind: str, tmp_path, request):
         return MemoryStore()
     if kind == "json":
         return JsonFileStore(tmp_path / f"target-{uuid.uuid4().hex}.json")
+    if kind == "postgres":
+        from storage.postgres import PostgresStore
+
+        return PostgresStore(request.getfixturevalue("postgres_server").server.create_database())
     emulator = request.getfixturevalue("firestore_emulator")
     from storage.firestore import FirestoreStore
 
@@ -87,7 +92,7 @@ def _target(kind: str, tmp_path, request):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.firestore) if k == "firestore" else k for k in TARGET_KINDS])
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=KIND_MARKS[k]) if k in KIND_MARKS else k for k in TARGET_KINDS])
 def test_whatever_is_accepted_survives_restart_export_import_and_a_tick(tmp_path, request, kind):
     clock = FakeClock()
     path = tmp_path / "jobs.json"
