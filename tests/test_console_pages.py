@@ -263,6 +263,7 @@ def test_the_jobs_list_filters_searches_and_pages(client, ct, clock):
         return re.findall(r'<tr data-job="([^"]+)">', response.get_data(as_text=True))
 
     assert ids(client.get("/jobs")) == ["job-0", "job-1", "job-2", "job-3", "job-4", "other"]
+    assert ids(client.get("/jobs?status=&job_type=&q=")) == ["job-0", "job-1", "job-2", "job-3", "job-4", "other"]  # the form's "any"
     assert ids(client.get("/jobs?status=paused")) == ["job-3"]
     assert ids(client.get("/jobs?job_type=log")) == ["other"]
     assert ids(client.get("/jobs?q=KEY-2")) == ["job-2"]

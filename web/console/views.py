@@ -272,6 +272,7 @@ def dashboard():
         "failures": failures[:FAILURES_SHOWN],
         "failure_count": len(failures),
         "executions_read": len(executions),
+        "history_limit": ct.settings.history_limit,
         "executions_capped": len(executions) >= DASHBOARD_EXECUTIONS,
         "lag_chart": figures.lag_chart(hours),
         "runs_chart": figures.runs_chart(hours),
@@ -305,11 +306,12 @@ def _search(store, query: str, *, status: JobStatus | None, job_type: str | None
 
 def _list_context() -> dict[str, Any]:
     query = Query("status", "job_type", "q", "cursor", "limit")
-    status = query.choice("status", tuple(s.value for s in JobStatus))
-    job_type = query.text("job_type")
-    text = query.text("q", max_length=500)
-    limit = query.integer("limit", PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE)
-    cursor = query.job_id("cursor")
+    given = {name for name, value in query.args.items() if value}  # the filter form sends "" for "any"
+    status = query.choice("status", tuple(s.value for s in JobStatus)) if "status" in given else None
+    job_type = query.text("job_type") if "job_type" in given else None
+    text = query.text("q", max_length=500) if "q" in given else None
+    limit = query.integer("limit", PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE) if "limit" in given else PAGE_SIZE
+    cursor = query.job_id("cursor") if "cursor" in given else None
     ct = crontick()
     status_filter = JobStatus(status) if status else None
     capped = False
