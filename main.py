@@ -102,7 +102,7 @@ def create_app(
         admin_verifier=verifier(settings.admin_emails),
         tasks_verifier=TokenVerifier(
             mode=settings.auth_mode,
-            audience=settings.tasks_audience,
+            audience=settings.tasks_audience or settings.oidc_audience,
             allowed=settings.tasks_callers,
             certs_url=settings.oidc_certs_url,
             certs_timeout=settings.oidc_certs_timeout_seconds,

@@ -23,7 +23,8 @@
 #     OIDC_AUDIENCE and OIDC_ALLOWED_EMAILS: when set, checked against the service URL and the invoker.
 #   with SCHEDULER_DISPATCH=cloud_tasks also: the Cloud Tasks queue (created or updated), its service
 #     account (created), roles/run.invoker for it on the service, and roles/iam.serviceAccountUser
-#     (iam.serviceAccounts.actAs) on it for the runtime account, which creates tasks that carry its token.
+#     (iam.serviceAccounts.actAs) on it for the runtime account, which creates tasks that carry its token,
+#     and roles/cloudtasks.enqueuer on the queue for the runtime account.
 #     required: CLOUD_TASKS_QUEUE (projects/P/locations/L/queues/Q), CLOUD_TASKS_SERVICE_ACCOUNT (an email);
 #     optional (default): RUNTIME_SERVICE_ACCOUNT (the service's own), TASKS_QUEUE_MAX_DISPATCHES_PER_SECOND (100),
 #     TASKS_QUEUE_MAX_CONCURRENT_DISPATCHES (100), TASKS_QUEUE_MAX_ATTEMPTS (5), TASKS_QUEUE_MIN_BACKOFF (10s),
@@ -290,6 +291,10 @@ setup_tasks() {
     "--max-attempts=${TASKS_QUEUE_MAX_ATTEMPTS:-5}" \
     "--min-backoff=${TASKS_QUEUE_MIN_BACKOFF:-10s}" \
     "--max-backoff=${TASKS_QUEUE_MAX_BACKOFF:-300s}"
+  # The runtime account creates the tasks: without cloudtasks.enqueuer on the queue every
+  # CreateTask is refused and each run waits out its lease, again and again.
+  run gcloud tasks queues add-iam-policy-binding "$QUEUE_ID" "--location=$QUEUE_LOCATION" "--project=$QUEUE_PROJECT" \
+    "--member=serviceAccount:$runtime" --role=roles/cloudtasks.enqueuer
   note "queue $CLOUD_TASKS_QUEUE ${verb}d: tasks POST to /tasks/run as $TASKS_EMAIL"
 }
 

@@ -65,7 +65,6 @@ log = logging.getLogger(__name__)
 
 _POLL_SECONDS = 0.05
 _MAX_ERROR_CHARS = 2000
-_DISPATCH_MARGIN_SECONDS = 30.0  # a dispatched run may start this long after its task was created
 
 
 class HandlerLookup(Protocol):

@@ -130,7 +130,7 @@ class Settings:
     postgres_migrate_at_start: bool | None = None  # None: true for local/test/development, false for staging/production
     postgres_prune_seconds: float = 600.0  # history retention runs at most this often (0: never)
     dispatch: str = "inline"
-    dispatch_lease_seconds: float | None = None  # None: the job's timeout plus a margin
+    dispatch_lease_seconds: float | None = None  # None: SCHEDULER_LEASE_SECONDS; the heartbeat extends it while a run goes
     dispatch_concurrency: int = 16  # CreateTask calls at once (the dispatcher's pool)
     cloud_tasks_queue: str | None = None
     cloud_tasks_target_url: str | None = None

@@ -47,3 +47,13 @@ def test_the_tasks_identity_is_accepted_and_a_stale_body_runs_nothing(tasks_clie
 def test_a_token_for_another_identity_is_refused_even_if_google_signed_it(tasks_client, token_factory):
     response = tasks_client.post("/tasks/run", json=BODY, headers={"Authorization": "Bearer " + token_factory.token(email=TASKS_SA.replace("tasks", "other"))})
     assert response.status_code == 403
+
+
+def test_without_any_audience_every_token_is_refused(cert_server: CertServer, token_factory):
+    """A verifier with no audience would let google-auth accept any audience: it refuses instead."""
+    from web.auth import TokenVerifier
+
+    verifier = TokenVerifier(mode="oidc", audience=None, allowed=(INVOKER,), certs_url=cert_server.url)
+    with pytest.raises(Exception) as caught:
+        verifier.verify("Bearer " + token_factory.token())
+    assert caught.value.status == 403 and "no token audience" in caught.value.message

@@ -104,6 +104,9 @@ class TokenVerifier:
     def verify(self, authorization: str | None) -> Identity:
         if self.mode == "disabled":
             return Identity(email="local", claims={})
+        if not self.audience:
+            # google-auth checks no audience when given none: refuse rather than accept any.
+            raise AuthError(403, "this endpoint has no token audience configured; every token is refused")
         token = bearer_token(authorization)
         claims = self._verified_claims(token) if self.mode == "oidc" else self._decoded_claims(token)
         return Identity(email=self._check_principal(claims), claims=claims)

@@ -95,6 +95,16 @@ def main(argv: list[str]) -> int:
             save()
         print("bindings: ...")
         return 0
+    if words[:3] == ["tasks", "queues", "add-iam-policy-binding"]:
+        name = f"projects/{project}/locations/{flags.get('--location')}/queues/{words[3]}"
+        if name not in state.get("queues", {}):
+            return fail(f"NOT_FOUND: Requested entity was not found. {name}")
+        binding = [name, flags.get("--member"), flags.get("--role")]
+        if binding not in state.setdefault("queue_bindings", []):
+            state["queue_bindings"].append(binding)
+            save()
+        print("bindings: ...")
+        return 0
     if words[:2] == ["tasks", "queues"] and words[2] in ("describe", "create", "update"):
         queues = state.setdefault("queues", {})
         name = f"projects/{project}/locations/{flags.get('--location')}/queues/{words[3]}"

@@ -442,6 +442,10 @@ QUEUE_FLAGS = [
     "crontick-runs", "--location=europe-west1", P, "--max-dispatches-per-second=100", "--max-concurrent-dispatches=100",
     "--max-attempts=5", "--min-backoff=10s", "--max-backoff=300s",
 ]
+ENQUEUER = [
+    "tasks", "queues", "add-iam-policy-binding", "crontick-runs", "--location=europe-west1", P,
+    f"--member=serviceAccount:{RUNTIME}", "--role=roles/cloudtasks.enqueuer",
+]
 TASKS_APIS = [*APIS[:-1], "cloudtasks.googleapis.com", P]
 
 
@@ -452,12 +456,13 @@ def test_cloud_tasks_creates_queue_account_and_bindings(cloud: Cloud) -> None:
     assert cloud.calls() == [
         TASKS_APIS, URL_DESCRIBE, SA_DESCRIBE, SA_CREATE, BINDING,
         TASKS_SA_DESCRIBE, TASKS_SA_CREATE, TASKS_INVOKER, ACT_AS, QUEUE_DESCRIBE, ["tasks", "queues", "create", *QUEUE_FLAGS],
-        JOB_DESCRIBE, JOB_CREATE,
+        ENQUEUER, JOB_DESCRIBE, JOB_CREATE,
     ]
     state = cloud.load()
     assert state["service_accounts"] == [INVOKER, TASKS_SA]
     assert state["bindings"] == [[SERVICE, f"serviceAccount:{INVOKER}", "roles/run.invoker"], [SERVICE, f"serviceAccount:{TASKS_SA}", "roles/run.invoker"]]
     assert state["sa_bindings"] == [[TASKS_SA, f"serviceAccount:{RUNTIME}", "roles/iam.serviceAccountUser"]]
+    assert state["queue_bindings"] == [[TASKS_QUEUE, f"serviceAccount:{RUNTIME}", "roles/cloudtasks.enqueuer"]]
     assert state["queues"] == {TASKS_QUEUE: {
         "--max-dispatches-per-second": "100", "--max-concurrent-dispatches": "100", "--max-attempts": "5",
         "--min-backoff": "10s", "--max-backoff": "300s",
@@ -480,10 +485,10 @@ def test_cloud_tasks_second_setup_updates_the_queue_and_creates_nothing_twice(cl
         "tasks", "queues", "update", "crontick-runs", "--location=europe-west1", P, "--max-dispatches-per-second=20",
         "--max-concurrent-dispatches=50", "--max-attempts=3", "--min-backoff=5s", "--max-backoff=60s",
     ]
-    assert cloud.calls() == [TASKS_APIS, URL_DESCRIBE, SA_DESCRIBE, BINDING, TASKS_SA_DESCRIBE, TASKS_INVOKER, ACT_AS, QUEUE_DESCRIBE, update, JOB_DESCRIBE, JOB_UPDATE]
+    assert cloud.calls() == [TASKS_APIS, URL_DESCRIBE, SA_DESCRIBE, BINDING, TASKS_SA_DESCRIBE, TASKS_INVOKER, ACT_AS, QUEUE_DESCRIBE, update, ENQUEUER, JOB_DESCRIBE, JOB_UPDATE]
     state = cloud.load()
     assert state["service_accounts"] == [INVOKER, TASKS_SA]
-    assert len(state["bindings"]) == 2 and len(state["sa_bindings"]) == 1
+    assert len(state["bindings"]) == 2 and len(state["sa_bindings"]) == 1 and len(state["queue_bindings"]) == 1
     assert state["queues"][TASKS_QUEUE]["--max-dispatches-per-second"] == "20"
     assert "deploy with CLOUD_TASKS_TARGET_URL" not in result.stderr
 
