@@ -100,6 +100,35 @@ def test_dockerfile_shape() -> None:
     assert dockerfile_cmd() == ["gunicorn", "--workers", "1", "--threads", "8", "--timeout", "0", "--graceful-timeout", "8", "main:app"]
 
 
+def test_dockerfile_compiles_bytecode_and_writes_the_crontick_command(tmp_path: Path) -> None:
+    """After the code is copied, one RUN compiles it (the runtime user cannot write __pycache__:
+    without it every cold start compiles crontick from source) and writes /usr/local/bin/crontick.
+    That RUN, run here on a copy of the build context, leaves a .pyc for every module and a
+    working ``crontick``."""
+    instructions = dockerfile_instructions()
+    code_at = next(i for i, (op, arg) in enumerate(instructions) if op == "COPY" and arg.startswith(". "))
+    user_at = next(i for i, (op, _) in enumerate(instructions) if op == "USER")
+    (run,) = [arg for i, (op, arg) in enumerate(instructions) if op == "RUN" and "compileall" in arg]
+    assert code_at < [i for i, (op, arg) in enumerate(instructions) if arg == run][0] < user_at
+    assert "--write-launcher /usr/local/bin/crontick" in run
+    app = tmp_path / "app"
+    ignored = shutil.ignore_patterns(".git", ".venv*", "tests", "data", "__pycache__", "*.pyc", ".pytest_cache", ".hypothesis", "node_modules")
+    shutil.copytree(ROOT, app, ignore=ignored, symlinks=True)
+    launcher = tmp_path / "bin" / "crontick"
+    launcher.parent.mkdir()
+    script = run.replace("/usr/local/bin/crontick", str(launcher)).replace("/app", str(app)).replace("python -m", f"{sys.executable} -m")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1"}
+    built = subprocess.run(["sh", "-c", script], cwd=app, env=env, capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    sources = [p for p in app.rglob("*.py") if "bench" not in p.relative_to(app).parts]
+    assert len(sources) > 30
+    missing = [str(p.relative_to(app)) for p in sources if not (p.parent / "__pycache__" / f"{p.stem}.{sys.implementation.cache_tag}.pyc").is_file()]
+    assert missing == []
+    assert launcher.read_text().splitlines()[0] == f"#!{sys.executable}" and f"sys.path.insert(0, {str(app)!r})" in launcher.read_text()
+    listed = subprocess.run([str(launcher), "--help"], cwd=tmp_path, env=env | {"AUTH_MODE": "oidc", "SCHEDULER_STORAGE": "memory"}, capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0 and "jobs" in listed.stdout, listed.stderr
+
+
 @pytest.mark.parametrize("name", [".dockerignore", ".gcloudignore"])
 def test_ignore_files_keep_local_state_out(name: str) -> None:
     entries = {line.strip().rstrip("/") for line in (ROOT / name).read_text().splitlines() if line.strip() and not line.startswith("#")}

@@ -1,0 +1,43 @@
+"""What a cold start imports: logging costs nothing beyond the standard library, and a service
+on the JSON store loads no Google client library before it serves /health.
+
+Deterministic stand-ins for the timed figure (``make bench``, figure 4): the modules a
+fresh process has loaded after ``create_app``, not milliseconds. google-cloud-logging's
+import was 200-300 ms of a 0.46-0.75 s start; these keep it, and the other heavy
+libraries, off the path to the first /health.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.processes import REPO, service_env
+
+# Needed for ticks, verification or Firestore, never to serve /health on the JSON store.
+HEAVY = ("google", "grpc", "requests", "urllib3", "cachecontrol", "opentelemetry", "google.protobuf", "pythonjsonlogger")
+
+
+def loaded_after(code: str, env: dict[str, str], *, already: str = "") -> list[str]:
+    """Modules that ``code`` loads in a fresh process, once ``already`` ran."""
+    probe = f"import sys, json\n{already}\nbefore = set(sys.modules)\n{code}\nprint(json.dumps(sorted(set(sys.modules) - before)))"
+    done = subprocess.run([sys.executable, "-c", probe], env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_the_log_formatter_imports_only_the_standard_library(tmp_path):
+    env = service_env(SCHEDULER_JSON_PATH=str(tmp_path / "jobs.json"))
+    new = loaded_after("import web.logs", env, already="import scheduler.settings")  # its one crontick import
+    assert new == ["web", "web.logs"] or set(new) - {"web", "web.logs"} <= set(sys.stdlib_module_names), new
+
+
+@pytest.mark.parametrize("auth", [{"AUTH_MODE": "disabled"}, {"AUTH_MODE": "oidc", "OIDC_AUDIENCE": "https://svc.example", "OIDC_ALLOWED_EMAILS": "invoker@p.iam.gserviceaccount.com"}], ids=["disabled", "oidc"])
+def test_create_app_on_the_json_store_loads_no_client_library(tmp_path, auth):
+    env = service_env(SCHEDULER_STORAGE="json", SCHEDULER_JSON_PATH=str(tmp_path / "jobs.json"), **auth)
+    new = loaded_after("import os, main\nmain.create_app(os.environ)", env)
+    assert "flask" in new and "storage.jsonfile" in new
+    assert [m for m in new if m.split(".")[0] in HEAVY or m in HEAVY] == []
