@@ -16,6 +16,8 @@ way the tests start it), the dispatch figures also with the Cloud Tasks emulator
 9. the cost of one lease heartbeat (extend_leases of 1/100/1,000 runs), both stores }
 10. the PostgreSQL store: tick latency, statements per tick, and 1,000 due jobs to
     executed side by side with procrastinate on the same server (bench/postgres_bench.py)
+11. the operator console: its list page of 100 jobs over HTTP and its import cost at cold
+    start, JSON store (bench/console_bench.py)
 
 Nothing here asserts a time: each row of the table says whether its goal is met,
 and by how much it is missed. See docs/benchmarks.md.
@@ -627,7 +629,7 @@ def merge_previous(res: Results, saved: dict[str, Any], figures: set[int], meta:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few repetitions (checks the benchmark, measures little)")
-    parser.add_argument("--figures", nargs="+", type=int, default=[1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+    parser.add_argument("--figures", nargs="+", type=int, default=[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11])
     parser.add_argument("--stores", nargs="+", default=["json", "firestore"], choices=["json", "firestore"])
     parser.add_argument("--out", type=Path, default=REPO / "bench", help="where results.md and results.json go")
     parser.add_argument("--render", action="store_true", help="only rewrite results.md from results.json")
@@ -701,6 +703,11 @@ def main(argv: list[str] | None = None) -> int:
     if 6 in figures:
         print(f"figure 6, load {load()}", flush=True)
         figure6(res, StoreSetup("json", json_path=work / "data-mem" / "jobs.json"), log_dir, args.quick)
+    if 11 in figures:
+        from bench.console_bench import figure11
+
+        print(f"figure 11 (console), load {load()}", flush=True)
+        figure11(res, log_dir, args.quick)
     meta |= {"finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "load_end": load(), "wall_s": time.perf_counter() - started, "work": str(work)}
     if args.merge and (args.out / "results.json").is_file():
         merge_previous(res, json.loads((args.out / "results.json").read_text()), figures, meta)

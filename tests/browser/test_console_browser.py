@@ -17,6 +17,7 @@ from scheduler.timing import cron_fire_times
 from tests.support.iap import ADMIN, VIEWER
 
 JOB = "browser-job"
+pytestmark = pytest.mark.slow  # about 30 s: `make test` runs it, `make check` (the fast lane) leaves it out
 
 
 def tick(server) -> dict:
