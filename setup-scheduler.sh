@@ -30,6 +30,13 @@
 #     TASKS_QUEUE_MAX_CONCURRENT_DISPATCHES (100), TASKS_QUEUE_MAX_ATTEMPTS (5), TASKS_QUEUE_MIN_BACKOFF (10s),
 #     TASKS_QUEUE_MAX_BACKOFF (300s); CLOUD_TASKS_TARGET_URL and TASKS_ALLOWED_EMAILS: when set, checked
 #     against the service URL and the tasks account.
+#   with CONSOLE_AUTH=iap also (the operator console behind Identity-Aware Proxy; docs/operating.md): the IAP
+#     API, IAP's service agent with roles/run.invoker on the service, IAP turned on for the service
+#     (gcloud beta run services update --iap), and roles/iap.httpsResourceAccessor on it for each
+#     CONSOLE_ADMIN_EMAILS and CONSOLE_VIEWER_EMAILS entry (an email: user:, a *.gserviceaccount.com email:
+#     serviceAccount:, @DOMAIN: domain:) and for the invoker (and the tasks account), whose calls pass IAP too.
+#     required: CONSOLE_ADMIN_EMAILS or CONSOLE_VIEWER_EMAILS; IAP_AUDIENCE: when set, checked against
+#     /projects/PROJECT_NUMBER/locations/REGION/services/SERVICE_NAME, the audience IAP signs for.
 #
 # Every command is printed (prefixed "+") before it runs; the first failing one stops the script.
 set -euo pipefail
@@ -79,6 +86,8 @@ settings() {
   JOBS_COLLECTION="${FIRESTORE_JOBS_COLLECTION:-scheduler_jobs}"
   EXECUTIONS_COLLECTION="${FIRESTORE_EXECUTIONS_COLLECTION:-scheduler_executions}"
   TICKS_COLLECTION="${FIRESTORE_TICKS_COLLECTION:-scheduler_ticks}"
+  CONSOLE_MODE="${CONSOLE_AUTH:-}"
+  CONSOLE_MODE="${CONSOLE_MODE,,}"
 }
 
 # A collection id Firestore accepts and that fits one gcloud flag value.
@@ -93,6 +102,7 @@ enable_apis() {
   local apis=(run.googleapis.com cloudscheduler.googleapis.com iamcredentials.googleapis.com)
   [[ "$STORAGE" == "firestore" ]] && apis+=(firestore.googleapis.com)
   [[ "$DISPATCH" == "cloud_tasks" ]] && apis+=(cloudtasks.googleapis.com)
+  [[ "$CONSOLE_MODE" == "iap" ]] && apis+=(iap.googleapis.com)
   run gcloud services enable "${apis[@]}" "--project=$PROJECT_ID"
 }
 
@@ -298,6 +308,65 @@ setup_tasks() {
   note "queue $CLOUD_TASKS_QUEUE ${verb}d: tasks POST to /tasks/run as $TASKS_EMAIL"
 }
 
+# CONSOLE_AUTH=iap: who gets through IAP, and the audience the app must expect; before anything changes.
+iap_settings() {
+  local name list entry entries member known
+  [[ -n "${CONSOLE_ADMIN_EMAILS:-}${CONSOLE_VIEWER_EMAILS:-}" ]] ||
+    die "CONSOLE_AUTH=iap needs CONSOLE_ADMIN_EMAILS or CONSOLE_VIEWER_EMAILS: nobody could open the console"
+  IAP_MEMBERS=()
+  for name in CONSOLE_ADMIN_EMAILS CONSOLE_VIEWER_EMAILS; do
+    list="${!name:-}"
+    IFS=',' read -r -a entries <<<"$list"
+    for entry in "${entries[@]}"; do
+      entry="${entry//[[:space:]]/}"
+      [[ -n "$entry" ]] || continue
+      if [[ "$entry" =~ ^@[^@]+\.[^@]+$ ]]; then
+        member="domain:${entry#@}"
+      elif [[ "$entry" =~ ^[^@]+@[^@]+\.gserviceaccount\.com$ ]]; then
+        member="serviceAccount:$entry"
+      elif [[ "$entry" =~ ^[^@]+@[^@]+\.[^@]+$ ]]; then
+        member="user:$entry"
+      else
+        die "$name: '$entry' is neither an email nor an @domain entry"
+      fi
+      IAP_MEMBERS+=("$member")
+    done
+  done
+  # Cloud Scheduler's ticks (and Cloud Tasks' deliveries) reach the service through IAP as well.
+  IAP_MEMBERS+=("serviceAccount:$INVOKER_EMAIL")
+  [[ "$DISPATCH" == "cloud_tasks" ]] && IAP_MEMBERS+=("serviceAccount:$TASKS_EMAIL")
+  known=" "
+  for member in "${IAP_MEMBERS[@]}"; do
+    [[ "${known,,}" == *" ${member,,} "* ]] || known+="$member "
+  done
+  read -r -a IAP_MEMBERS <<<"$known"
+  show gcloud projects describe "$PROJECT_ID" "--format=value(projectNumber)"
+  PROJECT_NUMBER="$(gcloud projects describe "$PROJECT_ID" "--format=value(projectNumber)")" ||
+    die "cannot read the project number of $PROJECT_ID (see above)"
+  [[ "$PROJECT_NUMBER" =~ ^[0-9]+$ ]] || die "project $PROJECT_ID answered no project number ('$PROJECT_NUMBER')"
+  IAP_AUD="/projects/$PROJECT_NUMBER/locations/$REGION/services/$SERVICE_NAME"
+  if [[ -n "${IAP_AUDIENCE:-}" && "$IAP_AUDIENCE" != "$IAP_AUD" ]]; then
+    die "IAP_AUDIENCE=$IAP_AUDIENCE but IAP signs for $IAP_AUD; every console page would get 401. Deploy with IAP_AUDIENCE=$IAP_AUD (./deploy.sh deploy) and run this again"
+  fi
+  if [[ -z "${IAP_AUDIENCE:-}" ]]; then
+    note "deploy with IAP_AUDIENCE=$IAP_AUD (./deploy.sh deploy), the audience IAP signs for"
+  fi
+}
+
+setup_iap() {
+  local member
+  run gcloud beta services identity create --service=iap.googleapis.com "--project=$PROJECT_ID"
+  # IAP calls the service as its service agent once it has let a person through.
+  run gcloud run services add-iam-policy-binding "$SERVICE_NAME" "--project=$PROJECT_ID" "--region=$REGION" \
+    "--member=serviceAccount:service-$PROJECT_NUMBER@gcp-sa-iap.iam.gserviceaccount.com" --role=roles/run.invoker --condition=None
+  run gcloud beta run services update "$SERVICE_NAME" "--project=$PROJECT_ID" "--region=$REGION" --iap
+  for member in "${IAP_MEMBERS[@]}"; do
+    run gcloud beta iap web add-iam-policy-binding --resource-type=cloud-run "--service=$SERVICE_NAME" "--region=$REGION" \
+      "--project=$PROJECT_ID" "--member=$member" --role=roles/iap.httpsResourceAccessor --condition=None
+  done
+  note "IAP is on for $SERVICE_NAME: ${#IAP_MEMBERS[@]} principal(s) may pass it; the console decides who may act (CONSOLE_ADMIN_EMAILS)"
+}
+
 upsert_job() {
   local url="$1" verb
   if exists gcloud scheduler jobs describe "$JOB" "--location=$LOCATION" "--project=$PROJECT_ID"; then
@@ -331,9 +400,15 @@ cmd_setup() {
   if [[ "$DISPATCH" == "cloud_tasks" ]]; then
     tasks_settings "$url"
   fi
+  if [[ "$CONSOLE_MODE" == "iap" ]]; then
+    iap_settings
+  fi
   ensure_invoker
   if [[ "$DISPATCH" == "cloud_tasks" ]]; then
     setup_tasks
+  fi
+  if [[ "$CONSOLE_MODE" == "iap" ]]; then
+    setup_iap
   fi
   if [[ "$STORAGE" == "firestore" ]]; then
     setup_firestore

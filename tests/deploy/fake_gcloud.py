@@ -11,7 +11,8 @@ commands add to it, so a second run sees what the first one made. Shape:
      "scheduler_jobs": {"crontick-tick": {...flags}}, "indexes": [[...flags]], "ttls": [[field, group]],
      "exemptions": [[field, group]],
      "queues": {"projects/p/locations/l/queues/q": {...flags}}, "sa_bindings": [[account, member, role]],
-     "bindings": [[...]], "fail": ["substring of a joined argv that must fail"]}
+     "bindings": [[...]], "fail": ["substring of a joined argv that must fail"],
+     "project_number": "123456789012", "iap_bindings": [[service, member, role]]}  # services[...]["iap"]: IAP on
 
 Flags with values are only understood in ``--flag=value`` form, the form the
 scripts use. Anything it does not know fails, so a typo in a script shows.
@@ -204,6 +205,28 @@ def main(argv: list[str]) -> int:
         if ttl not in state.setdefault("ttls", []):
             state["ttls"].append(ttl)
             save()
+        return 0
+    if words[:2] == ["projects", "describe"]:
+        print(state.get("project_number", "123456789012"))
+        return 0
+    if words[:4] == ["beta", "services", "identity", "create"]:
+        print(f"Service identity created: service-{state.get('project_number', '123456789012')}@gcp-sa-iap.iam.gserviceaccount.com")
+        return 0
+    if words[:4] == ["beta", "run", "services", "update"]:
+        if words[4] not in services:
+            return fail(f"Cannot find service [{words[4]}]")
+        if "--iap" in flags:
+            services[words[4]]["iap"] = True
+            save()
+        return 0
+    if words[:4] == ["beta", "iap", "web", "add-iam-policy-binding"]:
+        if flags.get("--resource-type") != "cloud-run" or flags.get("--service") not in services:
+            return fail(f"NOT_FOUND: no Cloud Run service {flags.get('--service')!r} (resource type {flags.get('--resource-type')!r})")
+        binding = [flags["--service"], flags.get("--member"), flags.get("--role")]
+        if binding not in state.setdefault("iap_bindings", []):
+            state["iap_bindings"].append(binding)
+            save()
+        print("bindings: ...")
         return 0
     return fail(f"fake gcloud does not know this command: {joined}", code=2)
 
