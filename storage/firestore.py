@@ -10,15 +10,14 @@ Layout (collection names from the settings)::
     scheduler_ticks/<tick id>                TickRecord; ``expire_at`` likewise (TTL)
     scheduler_ticks_occurrences/occ_<sha256(occurrence key)>   {tick_id, started_at, ...}
 
-Due jobs are found by two indexed queries only, never a scan::
+The module is split by responsibility: :mod:`storage.firestore_client` (the client,
+the raw RPCs on its channel, every private part of google-cloud-firestore used),
+:mod:`storage.firestore_codec` (model <-> raw protobuf), :mod:`storage.firestore_indexes`
+(the queries sent and their indexes) and this module, the store verbs.
 
-    status == "pending" AND next_run_at <= now ORDER BY next_run_at LIMIT n+1
-    status == "running" AND lease_until <= now ORDER BY lease_until LIMIT n+1
-
-Every composite query this module issues is listed in :data:`QUERY_SHAPES` and
-shipped in ``firestore.indexes.json`` (a test checks both against the queries
-actually sent). A running job whose ``lease_until`` is null is not found by the
-second query (claims always set it).
+The hot path (``claim_due_jobs``, ``settle_jobs``, ``extend_leases``) sends raw
+protobuf requests and decodes raw responses; the other verbs use the library's
+queries (public API) where that is simpler and not hot.
 
 Why claims are optimistic, not transactional
 --------------------------------------------
@@ -48,12 +47,13 @@ exact version that was read. ``client.bulk_writer()`` was not used: it sends
 batches of 20 (one RPC each), rate-limits, and by default retries every failed
 write, FAILED_PRECONDITION included, up to 15 times.
 
-Settling reads the claimed jobs with one ``BatchGetDocuments`` RPC, then writes
-every job (fenced: applied only if ``lease_owner``/``lease_epoch`` still match,
-and preconditioned on the ``update_time`` just read), its execution records, the
-deletion of executions beyond ``history_limit`` and the tick record in ONE
-``BatchWrite``. A job whose precondition failed is re-read and decided again
-(a concurrent claim makes it ``lost``; the execution records, keyed
+Settling reads the claimed jobs' fence fields with one ``BatchGetDocuments`` RPC
+(a field mask: ``lease_owner``, ``lease_epoch``, ``settled_by``, ``history``), then
+writes every job (fenced: applied only if ``lease_owner``/``lease_epoch`` still
+match, and preconditioned on the ``update_time`` just read), its execution
+records, the deletion of executions beyond ``history_limit`` and the tick record
+in ONE ``BatchWrite``. A job whose precondition failed is re-read and decided
+again (a concurrent claim makes it ``lost``; the execution records, keyed
 deterministically, are rewritten with outcome ``lease_lost``). A tick thus costs
 a constant number of RPCs whatever the number of due jobs up to the batch
 limit: 2 queries + 1 BatchWrite to claim (+1 commit to take the occurrence
@@ -79,150 +79,87 @@ recognises its own earlier writes (``lease_owner``/``settled_by``).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
-import os
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from scheduler.errors import ConflictError, JobNotFound, StoreCorrupt, StoreError, StoreUnavailable
-from scheduler.model import Execution, Job, JobStatus, Outcome, RunRef, Settlement, Source, TickMetrics, TickRecord
+from scheduler.model import Execution, Job, JobStatus, Outcome, RunRef, Settlement, Source, TickRecord
+from storage import firestore_codec as codec
 from storage.base import ClaimResult, ExtendResult, RestoreResult, SettleResult
+from storage.firestore_client import EMULATOR_PROJECT, Connection, gapic_api, make_client
+from storage.firestore_indexes import QUERY_SHAPES, QueryShape
 from storage.table import unchanged_by_restore
 
 if TYPE_CHECKING:
     from scheduler.settings import Settings
 
+__all__ = ["EMULATOR_PROJECT", "QUERY_SHAPES", "FirestoreStore", "QueryShape"]
+
 log = logging.getLogger(__name__)
 
-EMULATOR_PROJECT = "demo-crontick"
-_DATETIME_FIELDS = ("schedule_at", "next_run_at", "fire_at", "last_run_at", "created_at", "updated_at", "lease_until")
-_HIDDEN_FIELDS = ("history", "settled_by")
+_job_fields = codec.job_fields  # document data of a job (tests and seeding plant documents with it)
 _OK, _NOT_FOUND, _ALREADY_EXISTS, _FAILED_PRECONDITION = 0, 5, 6, 9
 _MAX_REQUEST_BYTES = 8 * 1024 * 1024  # Firestore refuses requests over 10 MiB
 _SETTLE_ROUNDS = 5
 _UPDATE_ATTEMPTS = 10
 _RESTORE_WRITES_PER_RPC = 500  # the documented cap of a Firestore write batch
-_RPC_METHODS = (
-    "batch_get_documents",
-    "run_query",
-    "run_aggregation_query",
-    "commit",
-    "batch_write",
-    "begin_transaction",
-    "rollback",
-    "get_document",
-    "list_documents",
-    "create_document",
-    "update_document",
-    "delete_document",
-    "partition_query",
-    "list_collection_ids",
-)
+_SETTLE_MASK = ("lease_owner", "lease_epoch", "settled_by", "history")
+_LEASE_MASK = ("status", "lease_owner", "lease_epoch", "lease_until")
+_MIN_TIME = datetime.min.replace(tzinfo=timezone.utc)
+_GAPIC_METHODS = ("batch_get_documents", "run_query", "run_aggregation_query", "commit", "batch_write", "begin_transaction", "rollback", "get_document", "list_documents", "create_document", "update_document", "delete_document", "partition_query", "list_collection_ids")
 
 
-@dataclass(frozen=True)
-class QueryShape:
-    """One query this store issues: the collection (by settings key), its equality
-    fields and its ordering (range filters are on the first ordered field)."""
+class _Paths(list):
+    """Document paths for one BatchGetDocuments, and the fields to read (None: all)."""
 
-    collection: str  # "jobs" | "executions" | "ticks"
-    equality: tuple[str, ...]
-    order: tuple[tuple[str, str], ...]  # (field, "ASCENDING" | "DESCENDING"); "__name__" allowed
+    __slots__ = ("mask",)
 
-    def needs_composite_index(self) -> bool:
-        fields = set(self.equality) | {f for f, _ in self.order if f != "__name__"}
-        return len(fields) > 1
-
-    def index_fields(self) -> list[tuple[str, str]]:
-        """The composite index serving it: equality fields, then the ordered ones."""
-        return [(f, "ASCENDING") for f in sorted(self.equality)] + [(f, d) for f, d in self.order if f != "__name__"]
+    def __init__(self, paths: Iterable[str], mask: tuple[str, ...] | None = None) -> None:
+        super().__init__(paths)
+        self.mask = mask
 
 
-_ASC, _DESC = "ASCENDING", "DESCENDING"
-QUERY_SHAPES: tuple[QueryShape, ...] = (
-    # open: read one job
-    QueryShape("jobs", (), ()),
-    # claim_due_jobs / count_due
-    QueryShape("jobs", ("status",), (("next_run_at", _ASC),)),
-    QueryShape("jobs", ("status",), (("lease_until", _ASC),)),
-    # count_by_status
-    QueryShape("jobs", ("status",), ()),
-    # list_jobs (ordered by id)
-    QueryShape("jobs", (), (("__name__", _ASC),)),
-    QueryShape("jobs", ("status",), (("__name__", _ASC),)),
-    QueryShape("jobs", ("job_type",), (("__name__", _ASC),)),
-    QueryShape("jobs", ("job_type", "status"), (("__name__", _ASC),)),
-    # list_executions (newest first, optional started_at window)
-    QueryShape("executions", (), (("started_at", _DESC),)),
-    QueryShape("executions", ("job_id",), (("started_at", _DESC),)),
-    QueryShape("executions", ("outcome",), (("started_at", _DESC),)),
-    QueryShape("executions", ("job_id", "outcome"), (("started_at", _DESC),)),
-    # recent_ticks
-    QueryShape("ticks", (), (("started_at", _DESC),)),
-)
+class _Doc:
+    """One document as read: raw ``fields`` and ``update_time``; ``fields`` is None when absent."""
+
+    __slots__ = ("path", "fields", "update_time")
+
+    def __init__(self, path: str, fields: Any = None, update_time: Any = None) -> None:
+        self.path, self.fields, self.update_time = path, fields, update_time
+
+    @property
+    def exists(self) -> bool:
+        return self.fields is not None
+
+    @property
+    def id(self) -> str:
+        return self.path.rpartition("/")[2]
+
+    def get(self, name: str) -> Any:
+        value = self.fields.get(name) if self.fields is not None else None
+        return None if value is None else codec.decode_value(value)
+
+    def to_dict(self) -> dict[str, Any] | None:
+        return codec.decode_fields(self.fields) if self.fields is not None else None
 
 
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+def _holds_lease(doc: _Doc | None, run: RunRef) -> bool:
+    """The stored job is still running under ``run``'s lease."""
+    return doc is not None and doc.exists and doc.get("status") == "running" and doc.get("lease_owner") == run.lease_owner and doc.get("lease_epoch") == run.lease_epoch
 
 
-def _plain(value: Any) -> Any:
-    """Firestore's DatetimeWithNanoseconds as a plain aware UTC datetime."""
-    if isinstance(value, datetime):
-        value = value.astimezone(timezone.utc)
-        return datetime(value.year, value.month, value.day, value.hour, value.minute, value.second, value.microsecond, tzinfo=timezone.utc)
-    return value
-
-
-def _job_fields(job: Job) -> dict[str, Any]:
-    data = job.to_dict()
-    for name in _DATETIME_FIELDS:
-        data[name] = getattr(job, name)
-    return data
-
-
-def _execution_fields(execution: Execution, history_days: int) -> dict[str, Any]:
-    data = execution.to_dict()
-    data["fire_at"] = execution.fire_at
-    data["started_at"] = execution.started_at
-    data["expire_at"] = execution.started_at + timedelta(days=history_days)
-    return data
-
-
-def _tick_fields(tick: TickRecord, history_days: int) -> dict[str, Any]:
-    data = tick.to_dict()
-    data["started_at"] = tick.started_at
-    data["finished_at"] = tick.finished_at
-    data["expire_at"] = tick.started_at + timedelta(days=history_days)
-    return data
-
-
-def _holds_lease(data: dict[str, Any] | None, run: RunRef) -> bool:
-    """The stored job (raw document fields) is still running under ``run``'s lease."""
-    return (
-        data is not None
-        and data.get("status") == JobStatus.RUNNING.value
-        and data.get("lease_owner") == run.lease_owner
-        and data.get("lease_epoch") == run.lease_epoch
-    )
-
-
-def _lease_reaches(data: dict[str, Any] | None, target: datetime) -> bool:
-    current = _plain((data or {}).get("lease_until"))
+def _lease_reaches(doc: _Doc | None, target: datetime) -> bool:
+    current = doc.get("lease_until") if doc is not None else None
     return isinstance(current, datetime) and current >= target
 
 
 def _as_lost(execution: Execution) -> Execution:
-    return Execution(
-        execution.job_id, execution.fire_at, execution.attempt, execution.tick_id, Outcome.LEASE_LOST,
-        execution.started_at, execution.duration_ms, execution.error, execution.source,
-    )
+    return dataclasses.replace(execution, outcome=Outcome.LEASE_LOST)
 
 
 class _Transient(Exception):
@@ -230,11 +167,10 @@ class _Transient(Exception):
 
 
 class _CountingStream:
-    """Wraps a streaming response: counts the documents it returns."""
+    """Wraps a streaming response of the library's calls: counts the documents it returns."""
 
     def __init__(self, stream: Any, on_doc: Callable[[], None]) -> None:
-        self._stream = stream
-        self._on_doc = on_doc
+        self._stream, self._on_doc = stream, on_doc
 
     def __iter__(self) -> _CountingStream:
         return self
@@ -248,50 +184,6 @@ class _CountingStream:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
-
-
-# gRPC keeps reconnecting to an unreachable server with a backoff growing to 120 s,
-# and by default shares that state between every channel of the process: after an
-# outage even a new client would keep failing for minutes. Reconnect within 1 s.
-_CHANNEL_OPTIONS = [
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-    ("grpc.use_local_subchannel_pool", 1),
-]
-_CLIENT_CLASS: Any = None
-
-
-def _client_class() -> Any:
-    """``firestore.Client`` whose gRPC channel uses :data:`_CHANNEL_OPTIONS` (built lazily so
-    that importing this module does not load google-cloud-firestore)."""
-    global _CLIENT_CLASS
-    if _CLIENT_CLASS is not None:
-        return _CLIENT_CLASS
-    import grpc
-    from google.cloud import firestore
-    from google.cloud.firestore_v1 import base_client
-
-    class Client(firestore.Client):
-        def _firestore_api_helper(self, transport: Any, client_class: Any, client_module: Any) -> Any:
-            if self._firestore_api_internal is None:
-                if self._emulator_host is not None:
-                    channel = self._emulator_channel(transport)
-                else:
-                    options = [*getattr(base_client, "_DEFAULT_CHANNEL_OPTIONS", []), *_CHANNEL_OPTIONS]
-                    channel = transport.create_channel(self._target, credentials=self._credentials, options=options)
-                self._transport = transport(host=self._target, channel=channel)
-                self._firestore_api_internal = client_class(transport=self._transport, client_options=self._client_options)
-                client_module._client_info = self._client_info
-            return self._firestore_api_internal
-
-        def _emulator_channel(self, transport: Any) -> Any:
-            token = getattr(self._credentials, "id_token", None) or "owner"
-            options = [("Authorization", f"Bearer {token}"), *getattr(base_client, "_GRPC_MSG_SIZE_OPTIONS", []), *_CHANNEL_OPTIONS]
-            return grpc.insecure_channel(self._emulator_host, options=options)
-
-    _CLIENT_CLASS = Client
-    return Client
 
 
 class FirestoreStore:
@@ -327,6 +219,7 @@ class FirestoreStore:
         self.rpc_timeout = rpc_timeout
         self.retry_deadline = retry_deadline
         self._client: Any = None
+        self._conn: Connection | None = None
         self._client_lock = threading.Lock()
         self._count_lock = threading.Lock()
         self.rpc_counts: Counter[str] = Counter()
@@ -362,49 +255,53 @@ class FirestoreStore:
     @property
     def client(self) -> Any:
         """The google-cloud-firestore client, created on first use."""
+        return self._connect()[0]
+
+    @property
+    def _connection(self) -> Connection:
+        return self._connect()[1]
+
+    def _connect(self) -> tuple[Any, Connection]:
         with self._client_lock:
             if self._client is None:
-                self._client = self._make_client()
-            return self._client
+                try:
+                    client = make_client(self.project, self.database)
+                except Exception as exc:  # noqa: BLE001 - credentials/project discovery failures
+                    raise StoreUnavailable(f"cannot create the Firestore client: {exc}") from exc
+                self._instrument(gapic_api(client))
+                self._client, self._conn = client, None
+            if self._conn is None:
+                self._conn = Connection(self._client, self.database, self._count_rpc)
+            return self._client, self._conn
 
-    def _make_client(self) -> Any:
-        project = self.project or os.environ.get("GOOGLE_CLOUD_PROJECT") or None
-        if project is None and os.environ.get("FIRESTORE_EMULATOR_HOST"):
-            project = EMULATOR_PROJECT
-        try:
-            client = _client_class()(project=project, database=self.database)
-        except Exception as exc:  # noqa: BLE001 - credentials/project discovery failures
-            raise StoreUnavailable(f"cannot create the Firestore client: {exc}") from exc
-        self._instrument(client._firestore_api)
-        return client
+    def _count_rpc(self, name: str) -> None:
+        with self._count_lock:
+            self.rpc_counts[name] += 1
+
+    def _count_docs(self, n: int = 1) -> None:
+        with self._count_lock:
+            self.docs_read += n
 
     def _instrument(self, api: Any) -> None:
-        """Count every RPC the GAPIC client sends, and the documents streamed back."""
-        for name in _RPC_METHODS:
+        """Count every RPC the library's GAPIC client sends (the verbs that use its queries)."""
+        for name in _GAPIC_METHODS:
             method = getattr(api, name, None)
             if method is None:
                 continue
 
             def counted(*args: Any, _method: Callable[..., Any] = method, _name: str = name, **kwargs: Any) -> Any:
-                with self._count_lock:
-                    self.rpc_counts[_name] += 1
+                self._count_rpc(_name)
                 result = _method(*args, **kwargs)
-                if _name in ("run_query", "batch_get_documents"):
-                    return _CountingStream(result, self._count_doc)
-                return result
+                return _CountingStream(result, self._count_docs) if _name in ("run_query", "batch_get_documents") else result
 
             setattr(api, name, counted)
-
-    def _count_doc(self) -> None:
-        with self._count_lock:
-            self.docs_read += 1
 
     def _drop_client(self) -> None:
         """Forget the client after an outage so the next call opens a fresh channel
         (a gRPC channel in reconnect backoff would keep failing for a while). Not
         closed here: other threads may still be using it; it closes when collected."""
         with self._client_lock:
-            self._client = None
+            self._client, self._conn = None, None
 
     def _no_retry(self) -> Any:
         from google.api_core.retry import Retry
@@ -414,17 +311,12 @@ class FirestoreStore:
     def _retrying(self, what: str, step: Callable[[int], Any]) -> Any:
         """Run ``step(attempt)``; retry transient failures with backoff until ``retry_deadline``."""
         from google.api_core import exceptions as gexc
+        from google.auth.exceptions import TransportError
 
         transient = (
-            gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError, gexc.Aborted,
-            gexc.ResourceExhausted, gexc.Unknown, gexc.GatewayTimeout, gexc.RetryError, ConnectionError, _Transient,
+            gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError, gexc.Aborted, gexc.ResourceExhausted,
+            gexc.Unknown, gexc.GatewayTimeout, gexc.RetryError, ConnectionError, TransportError, _Transient,
         )
-        try:
-            from google.auth.exceptions import TransportError
-
-            transient = (*transient, TransportError)
-        except ImportError:  # pragma: no cover
-            pass
         deadline = time.monotonic() + self.retry_deadline
         delay = 0.05
         attempt = 0
@@ -444,24 +336,66 @@ class FirestoreStore:
 
     # -- low-level helpers ---------------------------------------------------
     def _col(self, key: str) -> Any:
+        """The library's CollectionReference (the verbs that use its queries; tests plant documents with it)."""
         return self.client.collection(self.collections[key])
 
-    def _get_all(self, refs: Sequence[Any]) -> dict[str, Any]:
-        """Snapshots by document path, in one BatchGetDocuments RPC."""
-        if not refs:
-            return {}
+    def _path(self, key: str, doc_id: str) -> str:
+        return self._connection.document_path(self.collections[key], doc_id)
 
-        def step(_: int) -> dict[str, Any]:
-            snaps = self.client.get_all(list(refs), retry=self._no_retry(), timeout=self.rpc_timeout)
-            return {snap.reference._document_path: snap for snap in snaps}
+    def _paths(self, key: str, ids: Iterable[str], mask: tuple[str, ...] | None = None) -> _Paths:
+        conn = self._connection
+        name = self.collections[key]
+        return _Paths((conn.document_path(name, doc_id) for doc_id in ids), mask)
+
+    def _get_all(self, paths: Sequence[str]) -> dict[str, _Doc]:
+        """Documents by path, in one BatchGetDocuments RPC (only ``paths.mask``'s fields, if set)."""
+        if not paths:
+            return {}
+        mask = getattr(paths, "mask", None)
+
+        def step(_: int) -> dict[str, _Doc]:
+            conn = self._connection
+            request = codec.BatchGetDocumentsRequest(database=conn.database_path, documents=list(dict.fromkeys(paths)))
+            if mask is not None:
+                request.mask.field_paths.extend(mask)
+            docs: dict[str, _Doc] = {}
+            found = 0
+            for response in conn.batch_get(request, self.rpc_timeout):
+                if response.HasField("found"):
+                    doc = response.found
+                    docs[doc.name] = _Doc(doc.name, doc.fields, doc.update_time)
+                    found += 1
+                else:
+                    docs[response.missing] = _Doc(response.missing)
+            self._count_docs(found)
+            return docs
 
         return self._retrying("read", step)
 
-    def _get(self, ref: Any) -> Any:
-        return self._get_all([ref])[ref._document_path]
+    def _get(self, path: str) -> _Doc:
+        return self._get_all(_Paths([path]))[path]
 
-    def _query(self, query: Any, what: str) -> list[Any]:
-        return self._retrying(what, lambda _: list(query.stream(retry=self._no_retry(), timeout=self.rpc_timeout)))
+    def _run_query(self, query: Any, what: str) -> list[_Doc]:
+        """One raw RunQuery of ``query`` (a StructuredQuery) on the documents root."""
+
+        def step(_: int) -> list[_Doc]:
+            conn = self._connection
+            request = codec.RunQueryRequest(parent=conn.documents_path, structured_query=query)
+            docs = [_Doc(r.document.name, r.document.fields, r.document.update_time) for r in conn.run_query(request, self.rpc_timeout) if r.HasField("document")]
+            self._count_docs(len(docs))
+            return docs
+
+        return self._retrying(what, step)
+
+    def _query(self, query: Any, what: str) -> list[tuple[str, dict[str, Any]]]:
+        """A library query's documents as (path, fields)."""
+        prefix = self._connection.documents_path
+
+        def step(_: int) -> list[tuple[str, dict[str, Any]]]:
+            snaps = query.stream(retry=self._no_retry(), timeout=self.rpc_timeout)
+            return [(f"{prefix}/{snap.reference.path}", snap.to_dict() or {}) for snap in snaps]
+
+        return self._retrying(what, step)
 
     def _count(self, query: Any, what: str) -> int:
         def step(_: int) -> int:
@@ -474,14 +408,11 @@ class FirestoreStore:
         """One atomic Commit RPC. ``on_error(exc, attempt)`` handles AlreadyExists/FailedPrecondition/NotFound."""
         from google.api_core import exceptions as gexc
 
-        client = self.client
-
         def step(attempt: int) -> Any:
+            conn = self._connection
+            request = codec.CommitRequest(database=conn.database_path, writes=[codec.as_raw(w) for w in writes])
             try:
-                return client._firestore_api.commit(
-                    request={"database": client._database_string, "writes": writes},
-                    metadata=client._rpc_metadata, retry=self._no_retry(), timeout=self.rpc_timeout,
-                )
+                return conn.commit(request, self.rpc_timeout)
             except (gexc.AlreadyExists, gexc.FailedPrecondition, gexc.NotFound) as exc:
                 if on_error is None:
                     raise
@@ -491,30 +422,19 @@ class FirestoreStore:
 
     def _batch_write(self, writes: list[Any], what: str) -> tuple[list[int], list[Any], int]:
         """Non-atomic BatchWrite: per-write status codes and write results, and the
-        attempt number that succeeded (> 1 means earlier attempts may have applied)."""
-        client = self.client
-        chunks: list[list[Any]] = [[]]
-        size = 0
-        for write in writes:
-            write_size = type(write).pb(write).ByteSize() if hasattr(type(write), "pb") else 0
-            if chunks[-1] and size + write_size > _MAX_REQUEST_BYTES:
-                chunks.append([])
-                size = 0
-            chunks[-1].append(write)
-            size += write_size
+        attempt number that succeeded (> 1 means earlier attempts may have applied).
+        Split into several RPCs only when one request would pass :data:`_MAX_REQUEST_BYTES`."""
+        conn = self._connection
+        request = codec.BatchWriteRequest(database=conn.database_path)
+        request.writes.extend(codec.as_raw(w) for w in writes)
+        payloads = self._sized(request)
         codes: list[int] = []
         results: list[Any] = []
         attempts = 1
-        for chunk in chunks:
-            if not chunk:
-                continue
+        for payload in payloads:
 
-            def step(attempt: int, chunk: list[Any] = chunk) -> tuple[Any, int]:
-                response = client._firestore_api.batch_write(
-                    request={"database": client._database_string, "writes": chunk},
-                    metadata=client._rpc_metadata, retry=self._no_retry(), timeout=self.rpc_timeout,
-                )
-                return response, attempt
+            def step(attempt: int, payload: bytes = payload) -> tuple[Any, int]:
+                return self._connection.batch_write(payload, self.rpc_timeout), attempt
 
             response, attempt = self._retrying(what, step)
             attempts = max(attempts, attempt)
@@ -522,123 +442,96 @@ class FirestoreStore:
             results += list(response.write_results)
         return codes, results, attempts
 
-    @staticmethod
-    def _pb_set(path: str, data: dict[str, Any], update_time: Any = None) -> Any:
-        from google.cloud.firestore_v1 import _helpers
+    def _sized(self, request: Any) -> list[bytes]:
+        """``request`` serialized, halved until each part fits :data:`_MAX_REQUEST_BYTES`."""
+        payload = request.SerializeToString()
+        if len(payload) <= _MAX_REQUEST_BYTES or len(request.writes) < 2:
+            return [payload]
+        half = len(request.writes) // 2
+        parts = []
+        for chunk in (request.writes[:half], request.writes[half:]):
+            part = codec.BatchWriteRequest(database=request.database)
+            part.writes.extend(chunk)
+            parts += self._sized(part)
+        return parts
 
-        (write,) = _helpers.pbs_for_set_no_merge(path, data)
-        if update_time is not None:
-            write.current_document.update_time = update_time
+    # Write builders under their old names (seeding and drills build documents with them).
+    _pb_set = staticmethod(codec.set_write)
+    _pb_create = staticmethod(codec.create_write)
+    _pb_update = staticmethod(codec.update_write)
+    _pb_delete = staticmethod(codec.delete_write)
+
+    def _job_from(self, doc: _Doc) -> Job:
+        return codec.job_from_fields(doc.fields, doc.path)
+
+    def _job_write(self, path: str, job: Job, hidden: dict[str, Any], update_time: Any = None, *, create: bool = False) -> Any:
+        write = codec.set_write(path, None, update_time)
+        codec.put_job(write.update.fields, job)
+        codec.put_fields(write.update.fields, hidden)
+        if create:
+            write.current_document.exists = False
         return write
-
-    @staticmethod
-    def _pb_create(path: str, data: dict[str, Any]) -> Any:
-        from google.cloud.firestore_v1 import _helpers
-
-        (write,) = _helpers.pbs_for_create(path, data)
-        return write
-
-    @staticmethod
-    def _pb_update(path: str, fields: dict[str, Any], update_time: Any) -> Any:
-        from google.cloud.firestore_v1 import _helpers
-
-        (write,) = _helpers.pbs_for_update(path, fields, None)
-        write.current_document.update_time = update_time
-        return write
-
-    @staticmethod
-    def _pb_delete(path: str) -> Any:
-        from google.cloud.firestore_v1 import _helpers
-
-        return _helpers.pb_for_delete(path, None)
-
-    # -- decoding ------------------------------------------------------------
-    def _job_from(self, snap: Any) -> Job:
-        data = snap.to_dict() or {}
-        try:
-            values = {k: v for k, v in data.items() if k not in _HIDDEN_FIELDS}
-            for name in _DATETIME_FIELDS:
-                values[name] = _plain(values.get(name))
-            return Job.from_dict(values)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StoreCorrupt(f"Firestore document {snap.reference._document_path} is not a valid job ({exc!r}); crontick will not overwrite it") from None
-
-    @staticmethod
-    def _execution_from(snap: Any) -> Execution:
-        d = snap.to_dict() or {}
-        try:
-            return Execution(
-                job_id=d["job_id"], fire_at=_plain(d["fire_at"]), attempt=d["attempt"], tick_id=d["tick_id"],
-                outcome=Outcome(d["outcome"]), started_at=_plain(d["started_at"]), duration_ms=d["duration_ms"],
-                error=d.get("error"), source=Source(d.get("source", Source.MANUAL)),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StoreCorrupt(f"Firestore document {snap.reference._document_path} is not a valid execution ({exc!r})") from None
-
-    @staticmethod
-    def _tick_from(snap: Any) -> TickRecord:
-        d = snap.to_dict() or {}
-        try:
-            return TickRecord(
-                tick_id=d["tick_id"], started_at=_plain(d["started_at"]), source=Source(d["source"]),
-                occurrence_key=d.get("occurrence_key"), finished_at=_plain(d.get("finished_at")),
-                metrics=TickMetrics(**d.get("metrics", {})),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StoreCorrupt(f"Firestore document {snap.reference._document_path} is not a valid tick record ({exc!r})") from None
 
     # -- lifecycle -----------------------------------------------------------
     def open(self) -> None:
         """Create the client and read one job to prove the collection is readable."""
-        snaps = self._query(self._col("jobs").limit(1), "open")
-        for snap in snaps:
-            self._job_from(snap)
+        for path, data in self._query(self._col("jobs").limit(1), "open"):
+            codec.job_from_data(data, path)
 
     def close(self) -> None:
         with self._client_lock:
-            client, self._client = self._client, None
+            client, conn, self._client, self._conn = self._client, self._conn, None, None
+        if conn is not None:
+            conn.close()
         if client is not None:
             client.close()
 
     # -- jobs ----------------------------------------------------------------
-    def _idempotency_ref(self, key: str) -> Any:
-        return self._col("idempotency").document(f"idem_{_sha(key)}")
+    def _prefix(self, key: str) -> str:
+        """``projects/…/documents/<collection>/``: a document's path is this plus its id."""
+        return f"{self._connection.documents_path}/{self.collections[key]}/"
+
+    def _idempotency_path(self, key: str) -> str:
+        return self._path("idempotency", f"idem_{codec.sha(key)}")
+
+    def _marker_write(self, job: Job) -> Any:
+        assert job.idempotency_key is not None
+        data = {"job_id": job.id, "idempotency_key": job.idempotency_key, "created_at": job.created_at}
+        return codec.set_write(self._idempotency_path(job.idempotency_key), data)
 
     def add_job(self, job: Job) -> tuple[Job, bool]:
-        ref = self._col("jobs").document(job.id)
-        writes = [self._pb_create(ref._document_path, _job_fields(job) | {"history": []})]
+        path = self._path("jobs", job.id)
+        writes = [self._job_write(path, job, {"history": []}, create=True)]
         marker = None
         if job.idempotency_key is not None:
-            marker = self._idempotency_ref(job.idempotency_key)
-            writes.append(self._pb_create(marker._document_path, {"job_id": job.id, "idempotency_key": job.idempotency_key, "created_at": job.created_at}))
-        outcome: dict[str, Any] = {}
+            marker = self._idempotency_path(job.idempotency_key)
+            writes.append(codec.create_write(marker, {"job_id": job.id, "idempotency_key": job.idempotency_key, "created_at": job.created_at}))
+        outcome: dict[str, int] = {}
 
         def conflict(exc: Exception, attempt: int) -> None:
             outcome["conflict"] = attempt
-            return None
 
         self._commit(writes, "add_job", on_error=conflict)
         if "conflict" not in outcome:
             return job, True
-        refs = [ref] + ([marker] if marker is not None else [])
-        snaps = self._get_all(refs)
-        if marker is not None and snaps[marker._document_path].exists:
-            existing_id = snaps[marker._document_path].to_dict()["job_id"]
-            existing = snaps[ref._document_path] if existing_id == job.id else self._get(self._col("jobs").document(existing_id))
+        docs = self._get_all(_Paths([path] + ([marker] if marker is not None else [])))
+        if marker is not None and docs[marker].exists:
+            existing_id = docs[marker].get("job_id")
+            existing = docs[path] if existing_id == job.id else self._get(self._path("jobs", existing_id))
             if existing.exists:
                 stored = self._job_from(existing)
                 # A retried commit may have been our own: then the job was created by this call.
                 return stored, outcome["conflict"] > 1 and stored == job
-        current = snaps[ref._document_path]
+        current = docs[path]
         if current.exists and outcome["conflict"] > 1 and self._job_from(current) == job:
             return job, True
         raise ConflictError(f"a job with id {job.id!r} already exists")
 
     def get_job(self, job_id: str) -> Job:
-        snap = self._get(self._col("jobs").document(job_id))
-        if not snap.exists:
+        doc = self._get(self._path("jobs", job_id))
+        if not doc.exists:
             raise JobNotFound(job_id)
-        return self._job_from(snap)
+        return self._job_from(doc)
 
     def list_jobs(
         self,
@@ -660,47 +553,41 @@ class FirestoreStore:
         if after_id is not None:
             query = query.where(filter=FieldFilter(FieldPath.document_id(), ">", col.document(after_id)))
         query = query.order_by(FieldPath.document_id()).limit(limit)
-        return [self._job_from(snap) for snap in self._query(query, "list_jobs")]
+        return [codec.job_from_data(data, path) for path, data in self._query(query, "list_jobs")]
 
     def update_job(self, job_id: str, change: Callable[[Job], Job]) -> Job:
         """Read, ``change``, write back preconditioned on the version read; retried on a race."""
-        ref = self._col("jobs").document(job_id)
+        path = self._path("jobs", job_id)
         for _ in range(_UPDATE_ATTEMPTS):
-            snap = self._get(ref)
-            if not snap.exists:
+            doc = self._get(path)
+            if not doc.exists:
                 raise JobNotFound(job_id)
-            new = change(self._job_from(snap))
+            new = change(self._job_from(doc))
             if new.id != job_id:
                 raise ValueError("update_job's change must not alter the job id")
-            data = snap.to_dict()
-            hidden = {k: data[k] for k in _HIDDEN_FIELDS if k in data}
-            write = self._pb_set(ref._document_path, _job_fields(new) | hidden, snap.update_time)
+            hidden = {k: doc.get(k) for k in codec.HIDDEN_FIELDS if k in doc.fields}
             raced: dict[str, bool] = {}
 
-            def lost_race(exc: Exception, attempt: int, raced: dict[str, bool] = raced, new: Job = new) -> None:
+            def lost_race(exc: Exception, attempt: int, raced: dict[str, bool] = raced) -> None:
                 # A retried commit may have applied on an earlier attempt: check by re-reading.
                 raced["again"] = True
                 raced["check"] = attempt > 1
 
-            self._commit([write], "update_job", on_error=lost_race)
+            self._commit([self._job_write(path, new, hidden, doc.update_time)], "update_job", on_error=lost_race)
             if not raced:
                 return new
             if raced.get("check"):
-                current = self._get(ref)
+                current = self._get(path)
                 if current.exists and self._job_from(current) == new:
                     return new
         raise StoreUnavailable(f"job {job_id!r} changed under {_UPDATE_ATTEMPTS} consecutive updates; try again")
 
-    def _due_queries(self, now: datetime) -> tuple[Any, Any]:
+    def count_due(self, now: datetime) -> int:
         from google.cloud.firestore_v1.base_query import FieldFilter
 
         col = self._col("jobs")
         pending = col.where(filter=FieldFilter("status", "==", "pending")).where(filter=FieldFilter("next_run_at", "<=", now)).order_by("next_run_at")
         running = col.where(filter=FieldFilter("status", "==", "running")).where(filter=FieldFilter("lease_until", "<=", now)).order_by("lease_until")
-        return pending, running
-
-    def count_due(self, now: datetime) -> int:
-        pending, running = self._due_queries(now)
         return self._count(pending, "count_due") + self._count(running, "count_due")
 
     def count_by_status(self) -> dict[str, int]:
@@ -721,21 +608,20 @@ class FirestoreStore:
         with self._state_lock:
             return key in cache
 
-    def _occurrence_ref(self, key: str) -> Any:
-        return self._col("occurrences").document(f"occ_{_sha(key)}")
+    def _occurrence_path(self, key: str) -> str:
+        return self._path("occurrences", f"occ_{codec.sha(key)}")
 
-    def _duplicate_from_marker(self, marker: Any, tick: TickRecord, now: datetime, lease_seconds: float) -> TickRecord | None:
+    def _duplicate_from_marker(self, marker: _Doc, tick: TickRecord, now: datetime, lease_seconds: float) -> TickRecord | None:
         """The other tick holding the occurrence marker, if it still counts (finished,
         or started less than ``lease_seconds`` ago); None if it is ours or stale."""
-        data = marker.to_dict() or {}
-        other_id = data.get("tick_id")
+        other_id = marker.get("tick_id")
         if other_id == tick.tick_id:
             return None
-        record_snap = self._get(self._col("ticks").document(other_id))
-        if record_snap.exists:
-            record = self._tick_from(record_snap)
+        record_doc = self._get(self._path("ticks", other_id))
+        if record_doc.exists:
+            record = codec.tick_from_data(record_doc.to_dict() or {}, record_doc.path)
         else:  # the other tick took the marker but stored no record (it claimed nothing, or died)
-            record = TickRecord(tick_id=other_id, started_at=_plain(data["started_at"]), source=Source(data.get("source", "manual")), occurrence_key=tick.occurrence_key)
+            record = TickRecord(tick_id=other_id, started_at=marker.get("started_at"), source=Source(marker.get("source") or "manual"), occurrence_key=tick.occurrence_key)
         horizon = now - timedelta(seconds=lease_seconds)
         if record.finished_at is not None or record.started_at > horizon:
             return record
@@ -744,21 +630,19 @@ class FirestoreStore:
     def _check_occurrence(self, tick: TickRecord, now: datetime, lease_seconds: float) -> TickRecord | None:
         """Nothing is due: report a duplicate occurrence without writing anything."""
         assert tick.occurrence_key is not None
-        marker = self._get(self._occurrence_ref(tick.occurrence_key))
-        if not marker.exists:
-            return None
-        return self._duplicate_from_marker(marker, tick, now, lease_seconds)
+        marker = self._get(self._occurrence_path(tick.occurrence_key))
+        return self._duplicate_from_marker(marker, tick, now, lease_seconds) if marker.exists else None
 
     def _take_occurrence(self, tick: TickRecord, now: datetime, lease_seconds: float) -> TickRecord | None:
         """Atomically create (or take over a stale) occurrence marker; return the
         duplicate's record if another tick holds it."""
         assert tick.occurrence_key is not None
-        ref = self._occurrence_ref(tick.occurrence_key)
+        path = self._occurrence_path(tick.occurrence_key)
         fields = {
             "occurrence_key": tick.occurrence_key, "tick_id": tick.tick_id, "started_at": tick.started_at,
             "source": tick.source.value, "expire_at": tick.started_at + timedelta(days=self.history_days),
         }
-        write = self._pb_create(ref._document_path, fields)
+        write = codec.create_write(path, fields)
         for _ in range(5):
             refused: dict[str, bool] = {}
 
@@ -769,21 +653,21 @@ class FirestoreStore:
             if not refused:
                 self._remember(self._held_occurrences, (tick.tick_id, tick.occurrence_key))
                 return None
-            marker = self._get(ref)
+            marker = self._get(path)
             if not marker.exists:
-                write = self._pb_create(ref._document_path, fields)
+                write = codec.create_write(path, fields)
                 continue
             duplicate = self._duplicate_from_marker(marker, tick, now, lease_seconds)
             if duplicate is not None:
                 return duplicate
-            if (marker.to_dict() or {}).get("tick_id") == tick.tick_id:
+            if marker.get("tick_id") == tick.tick_id:
                 self._remember(self._held_occurrences, (tick.tick_id, tick.occurrence_key))
                 return None
-            write = self._pb_set(ref._document_path, fields, marker.update_time)  # take over a stale marker
+            write = codec.set_write(path, fields, marker.update_time)  # take over a stale marker
         raise StoreUnavailable(f"occurrence {tick.occurrence_key!r} is contended; try again")
 
-    def _due_window(self, query: Any, limit: int) -> tuple[list[tuple[Any, Job]], dict[str, str], int, bool]:
-        """Up to ``limit + 1`` due jobs of ``query`` that decode, as (snapshot, job).
+    def _due_window(self, status: str, field: str, now: datetime, limit: int) -> tuple[list[tuple[_Doc, Job]], dict[str, str], int, bool]:
+        """Up to ``limit + 1`` due jobs (``status``, ``field`` <= now) that decode, as (document, job).
 
         A document that does not decode is skipped and reported ({id: error}), never
         fatal; since it stays due it would keep taking a place in the window, so the
@@ -793,43 +677,39 @@ class FirestoreStore:
         """
         size = limit + 1
         for _ in range(3):
-            snaps = self._query(query.limit(size), "claim_due_jobs")
-            decoded: list[tuple[Any, Job]] = []
+            query = codec.structured_query(self.collections["jobs"], (("status", "==", status), (field, "<=", now)), ((field, "ASCENDING"),), size)
+            docs = self._run_query(query, "claim_due_jobs")
+            decoded: list[tuple[_Doc, Job]] = []
             unreadable: dict[str, str] = {}
-            for snap in snaps:
+            for doc in docs:
                 try:
-                    decoded.append((snap, self._job_from(snap)))
+                    decoded.append((doc, self._job_from(doc)))
                 except StoreCorrupt as exc:
-                    unreadable[snap.id] = str(exc)
-            full = len(snaps) >= size
+                    unreadable[doc.id] = str(exc)
+            full = len(docs) >= size
             if not unreadable or not full or len(decoded) > limit:
                 break
             size = limit + 1 + len(unreadable)
-        return decoded, unreadable, len(snaps), full
+        return decoded, unreadable, len(docs), full
 
     def claim_due_jobs(self, *, now: datetime, tick: TickRecord, lease_seconds: float, limit: int) -> ClaimResult:
-        pending_q, running_q = self._due_queries(now)
         candidates = []
         unreadable: dict[str, str] = {}
         checked = 0
         window_full = False
-        for query in (pending_q, running_q):
-            decoded, bad, read, full = self._due_window(query, limit)
+        for status, field in (("pending", "next_run_at"), ("running", "lease_until")):
+            decoded, bad, read, full = self._due_window(status, field, now, limit)
             unreadable.update(bad)
             checked += read
             window_full = window_full or (full and bool(bad))
-            for snap, job in decoded:
+            for doc, job in decoded:
                 if job.is_due(now):
-                    candidates.append((job.next_run_at or datetime.min.replace(tzinfo=timezone.utc), job.id, job, snap))
+                    candidates.append((job.next_run_at or _MIN_TIME, job.id, job, doc))
         for job_id, error in sorted(unreadable.items()):
-            log.error(
-                "A stored job cannot be read; the claim skipped it",
-                extra={"json_fields": {"action": "stored_job_unreadable", "job_id": job_id, "error": error}},
-            )
+            log.error("A stored job cannot be read; the claim skipped it", extra={"json_fields": {"action": "stored_job_unreadable", "job_id": job_id, "error": error}})
         candidates.sort(key=lambda c: (c[0], c[1]))
         # A window still full of unreadable documents may hide further due jobs.
-        more_due = len(candidates) > limit or window_full
-        result = ClaimResult(checked=checked, due=len(candidates), more_due=more_due, unreadable=sorted(unreadable))
+        result = ClaimResult(checked=checked, due=len(candidates), more_due=len(candidates) > limit or window_full, unreadable=sorted(unreadable))
         key = tick.occurrence_key
         held = key is None or self._knows(self._held_occurrences, (tick.tick_id, key))
         if not candidates:
@@ -846,18 +726,18 @@ class FirestoreStore:
         lease_until = now + timedelta(seconds=lease_seconds)
         chosen = candidates[:limit]
         writes = []
-        for _, _, job, snap in chosen:
+        for _, _, job, doc in chosen:
             fields = {
-                "status": JobStatus.RUNNING.value, "lease_owner": tick.tick_id, "lease_until": lease_until,
+                "status": "running", "lease_owner": tick.tick_id, "lease_until": lease_until,
                 "lease_epoch": job.lease_epoch + 1, "attempts": job.attempts + 1, "updated_at": now,
             }
-            writes.append(self._pb_update(snap.reference._document_path, fields, snap.update_time))
-        tick_ref = self._col("ticks").document(tick.tick_id)
-        writes.append(self._pb_set(tick_ref._document_path, _tick_fields(tick, self.history_days)))
+            writes.append(codec.update_write(doc.path, fields, doc.update_time))
+        tick_path = self._path("ticks", tick.tick_id)
+        writes.append(codec.set_write(tick_path, codec.tick_fields(tick, self.history_days)))
         codes, _, attempts = self._batch_write(writes, "claim_due_jobs")
 
         unsure = []
-        for (_, _, job, _snap), code in zip(chosen, codes):
+        for (_, _, job, doc), code in zip(chosen, codes):
             claimed = job.replace(
                 status=JobStatus.RUNNING, lease_owner=tick.tick_id, lease_until=lease_until,
                 lease_epoch=job.lease_epoch + 1, attempts=job.attempts + 1, updated_at=now,
@@ -865,17 +745,16 @@ class FirestoreStore:
             if code == _OK:
                 self._claimed(result, job, claimed)
             elif attempts > 1 and code in (_FAILED_PRECONDITION, _NOT_FOUND):
-                unsure.append((job, claimed))  # maybe applied by our own earlier attempt
+                unsure.append((job, claimed, doc.path))  # maybe applied by our own earlier attempt
             else:
                 result.conflicts += 1
                 if code != _FAILED_PRECONDITION:
                     log.warning("Claim write failed", extra={"json_fields": {"job_id": job.id, "code": code}})
         if unsure:
-            current = self._get_all([self._col("jobs").document(job.id) for job, _ in unsure])
-            for job, claimed in unsure:
-                snap = current.get(self._col("jobs").document(job.id)._document_path)
-                data = snap.to_dict() if snap is not None and snap.exists else {}
-                if data.get("lease_owner") == tick.tick_id and data.get("lease_epoch") == claimed.lease_epoch:
+            current = self._get_all(_Paths((path for _, _, path in unsure), ("lease_owner", "lease_epoch")))
+            for job, claimed, path in unsure:
+                doc = current.get(path)
+                if doc is not None and doc.get("lease_owner") == tick.tick_id and doc.get("lease_epoch") == claimed.lease_epoch:
                     self._claimed(result, job, claimed)
                 else:
                     result.conflicts += 1
@@ -886,8 +765,8 @@ class FirestoreStore:
                 log.warning("Tick record not stored with its claim", extra={"json_fields": {"tick_id": tick.tick_id, "code": tick_code}})
         elif tick_code == _OK and not self._knows(self._ticks_stored, tick.tick_id):
             # Every claim lost its race: the contract stores the tick only when it claimed something.
-            self._batch_write([self._pb_delete(tick_ref._document_path)], "claim_due_jobs")
-        result.claimed.sort(key=lambda j: (j.next_run_at or datetime.min.replace(tzinfo=timezone.utc), j.id))
+            self._batch_write([codec.delete_write(tick_path)], "claim_due_jobs")
+        result.claimed.sort(key=lambda j: (j.next_run_at or _MIN_TIME, j.id))
         return result
 
     @staticmethod
@@ -897,55 +776,58 @@ class FirestoreStore:
         result.claimed.append(claimed)
 
     # -- settle --------------------------------------------------------------
-    def _execution_ids(self, settlement: Settlement, count: int) -> list[str]:
+    @staticmethod
+    def _execution_ids(settlement: Settlement, count: int) -> list[str]:
         job_id = settlement.job.id
         base = "|".join((job_id, settlement.expected_owner, str(settlement.expected_epoch)))
-        return [f"{job_id}~{_sha(f'{base}|{i}')[:24]}" for i in range(count)]
+        return [f"{job_id}~{codec.sha(f'{base}|{i}')[:24]}" for i in range(count)]
 
     def settle_jobs(self, settlements: Sequence[Settlement], *, tick: TickRecord | None) -> SettleResult:
-        jobs_col, exec_col = self._col("jobs"), self._col("executions")
-        tick_path = self._col("ticks").document(tick.tick_id)._document_path if tick is not None else None
+        jobs_prefix, exec_prefix = self._prefix("jobs"), self._prefix("executions")
+        tick_path = self._path("ticks", tick.tick_id) if tick is not None else None
         decided: dict[str, bool] = {}  # job id -> applied?
         todo = list(settlements)
-        snaps = self._get_all([jobs_col.document(s.job.id) for s in todo])
+        docs = self._get_all(_Paths((jobs_prefix + s.job.id for s in todo), _SETTLE_MASK))
         for _ in range(_SETTLE_ROUNDS):
             writes: list[Any] = []
             job_write_index: dict[str, int] = {}
             round_decisions: dict[str, bool] = {}
             for settlement in todo:
                 job_id = settlement.job.id
-                ref = jobs_col.document(job_id)
-                snap = snaps.get(ref._document_path)
-                data = snap.to_dict() if snap is not None and snap.exists else None
+                path = jobs_prefix + job_id
+                doc = docs.get(path)
+                exists = doc is not None and doc.exists
                 token = f"{settlement.expected_owner}#{settlement.expected_epoch}"
-                if data is not None and data.get("settled_by") == token:
+                if exists and doc.get("settled_by") == token:
                     round_decisions[job_id] = True  # a retried write of ours already applied it
                     continue
-                fenced = data is not None and data.get("lease_owner") == settlement.expected_owner and data.get("lease_epoch") == settlement.expected_epoch
+                fenced = exists and doc.get("lease_owner") == settlement.expected_owner and doc.get("lease_epoch") == settlement.expected_epoch
                 round_decisions[job_id] = fenced
                 executions = settlement.executions if fenced else tuple(_as_lost(e) for e in settlement.executions)
                 ids = self._execution_ids(settlement, len(executions))
-                history = list(data.get("history") or []) if data is not None else []
+                history = list(doc.get("history") or []) if exists else []
                 merged = [h for h in history if h not in ids] + ids
                 keep = merged[-self.history_limit :]
                 kept_ids = set(keep)
                 for execution, exec_id in zip(executions, ids):
                     if exec_id in kept_ids:
-                        writes.append(self._pb_set(exec_col.document(exec_id)._document_path, _execution_fields(execution, self.history_days)))
+                        write = codec.set_write(exec_prefix + exec_id)
+                        codec.put_execution(write.update.fields, execution, self.history_days)
+                        writes.append(write)
                 for dropped in merged[: -self.history_limit]:
                     if dropped in history:
-                        writes.append(self._pb_delete(exec_col.document(dropped)._document_path))
+                        writes.append(codec.delete_write(exec_prefix + dropped))
                 if fenced:
                     job_write_index[job_id] = len(writes)
-                    writes.append(self._pb_set(ref._document_path, _job_fields(settlement.job) | {"history": keep, "settled_by": token}, snap.update_time))
-                elif data is not None and executions:
+                    writes.append(self._job_write(path, settlement.job, {"history": keep, "settled_by": token}, doc.update_time))
+                elif exists and executions:
                     job_write_index[job_id] = len(writes)
-                    writes.append(self._pb_update(ref._document_path, {"history": keep}, snap.update_time))
+                    writes.append(codec.update_write(path, {"history": keep}, doc.update_time))
             decided.update(round_decisions)
             if tick is not None:
                 lost = sum(1 for applied in decided.values() if not applied)
                 record = dataclasses.replace(tick, metrics=dataclasses.replace(tick.metrics, lease_lost=tick.metrics.lease_lost + lost))
-                writes.append(self._pb_set(tick_path, _tick_fields(record, self.history_days)))
+                writes.append(codec.set_write(tick_path, codec.tick_fields(record, self.history_days)))
             if not writes:
                 break
             codes, _, _ = self._batch_write(writes, "settle_jobs")
@@ -956,7 +838,7 @@ class FirestoreStore:
                 break
             # Someone wrote these jobs between our read and our write: read them again and decide again.
             todo = retry
-            snaps = self._get_all([jobs_col.document(s.job.id) for s in todo])
+            docs = self._get_all(_Paths((jobs_prefix + s.job.id for s in todo), _SETTLE_MASK))
         else:
             raise StoreUnavailable(f"jobs {[s.job.id for s in todo]} kept changing while settling; their leases will expire and they will run again")
         result = SettleResult()
@@ -992,42 +874,41 @@ class FirestoreStore:
         return result
 
     def _restore_chunk(self, jobs: list[Job], result: RestoreResult) -> None:
-        jobs_col = self._col("jobs")
-        refs = {job.id: jobs_col.document(job.id) for job in jobs}
+        prefix = self._prefix("jobs")
+        paths = {job.id: prefix + job.id for job in jobs}
         outcome: dict[str, str] = {}  # job id -> "created" | "updated" | "unchanged"
         todo = list(jobs)
-        snaps = self._get_all(list(refs.values()))
+        docs = self._get_all(_Paths(paths.values()))
         for _ in range(_SETTLE_ROUNDS):
             writes: list[Any] = []
             intents: list[tuple[Job, str, Job] | None] = []  # per write: (given, outcome, as written); None for a marker
             markers: dict[str, Any] = {}
             for job in todo:
-                path = refs[job.id]._document_path
-                snap = snaps.get(path)
-                if snap is None or not snap.exists:
-                    writes.append(self._pb_create(path, _job_fields(job) | {"history": []}))
+                path = paths[job.id]
+                doc = docs.get(path)
+                if doc is None or not doc.exists:
+                    writes.append(self._job_write(path, job, {"history": []}, create=True))
                     intents.append((job, "created", job))
                     if job.idempotency_key is not None:
                         markers[job.idempotency_key] = self._marker_write(job)
                     continue
-                data = snap.to_dict() or {}
                 try:
-                    stored: Job | None = self._job_from(snap)
+                    stored: Job | None = self._job_from(doc)
                 except StoreCorrupt:
                     stored = None  # an unreadable stored job is replaced by the snapshot's
                 if unchanged_by_restore(stored, job):
                     outcome[job.id] = "unchanged"
                     continue
-                epoch = data.get("lease_epoch")
+                epoch = doc.get("lease_epoch")
                 epoch = epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else 0
                 new = job.replace(lease_epoch=max(job.lease_epoch, epoch + 1))
-                hidden = {k: data[k] for k in _HIDDEN_FIELDS if k in data}
-                writes.append(self._pb_set(path, _job_fields(new) | hidden, snap.update_time))
+                hidden = {k: doc.get(k) for k in codec.HIDDEN_FIELDS if k in doc.fields}
+                writes.append(self._job_write(path, new, hidden, doc.update_time))
                 intents.append((job, "updated", new))
-                old_key = data.get("idempotency_key")
+                old_key = doc.get("idempotency_key")
                 if old_key != job.idempotency_key:
                     if isinstance(old_key, str) and old_key not in markers:
-                        markers[old_key] = self._pb_delete(self._idempotency_ref(old_key)._document_path)
+                        markers[old_key] = codec.delete_write(self._idempotency_path(old_key))
                     if job.idempotency_key is not None:
                         markers[job.idempotency_key] = self._marker_write(job)
             writes += markers.values()
@@ -1046,11 +927,11 @@ class FirestoreStore:
                         raise StoreError(f"Firestore refused to restore {what} (code {code})")
             if not again:
                 break
-            snaps = self._get_all([refs[job.id] for job, _, _, _ in again])
+            docs = self._get_all(_Paths(paths[job.id] for job, _, _, _ in again))
             todo = []
             for job, kind, written, retried in again:
-                snap = snaps.get(refs[job.id]._document_path)
-                if retried and snap is not None and snap.exists and self._job_from(snap) == written:
+                doc = docs.get(paths[job.id])
+                if retried and doc is not None and doc.exists and self._job_from(doc) == written:
                     outcome[job.id] = kind  # our own earlier attempt of a retried RPC applied it
                 else:
                     todo.append(job)
@@ -1061,16 +942,12 @@ class FirestoreStore:
         for job in jobs:
             getattr(result, outcome[job.id]).append(job.id)
 
-    def _marker_write(self, job: Job) -> Any:
-        assert job.idempotency_key is not None
-        marker = self._idempotency_ref(job.idempotency_key)
-        return self._pb_set(marker._document_path, {"job_id": job.id, "idempotency_key": job.idempotency_key, "created_at": job.created_at})
-
     # -- heartbeat -----------------------------------------------------------
     def extend_leases(self, runs: Sequence[RunRef], *, now: datetime, lease_seconds: float) -> ExtendResult:
-        """One BatchGetDocuments of the named jobs, then one BatchWrite of ``lease_until``
-        updates, each preconditioned on the ``update_time`` just read: 2 RPCs whatever the
-        batch size (none for an empty batch; no BatchWrite when no lease needs to move).
+        """One BatchGetDocuments of the named jobs (their lease fields), then one BatchWrite
+        of ``lease_until`` updates, each preconditioned on the ``update_time`` just read: 2
+        RPCs whatever the batch size (none for an empty batch; no BatchWrite when no lease
+        needs to move).
 
         A write whose precondition failed means the job changed between the read and the
         write (a claim, a settle, an operator's update): it counts as ``lost`` without a
@@ -1082,32 +959,29 @@ class FirestoreStore:
         result = ExtendResult()
         if not runs:
             return result
-        jobs_col = self._col("jobs")
+        prefix = self._prefix("jobs")
         target = now + timedelta(seconds=lease_seconds)
-        refs = {run.job_id: jobs_col.document(run.job_id) for run in runs}
-        snaps = self._get_all(list(refs.values()))
+        docs = self._get_all(_Paths((prefix + run.job_id for run in runs), _LEASE_MASK))
         holds: list[bool] = []
         writes: list[Any] = []
         write_for: dict[str, int] = {}  # job id -> index of its write (one write per document)
         for run in runs:
-            snap = snaps.get(refs[run.job_id]._document_path)
-            data = snap.to_dict() if snap is not None and snap.exists else None
-            holds.append(_holds_lease(data, run))
-            if holds[-1] and run.job_id not in write_for and not _lease_reaches(data, target):
+            doc = docs.get(prefix + run.job_id)
+            holds.append(_holds_lease(doc, run))
+            if holds[-1] and run.job_id not in write_for and not _lease_reaches(doc, target):
                 write_for[run.job_id] = len(writes)
-                writes.append(self._pb_update(refs[run.job_id]._document_path, {"lease_until": target}, snap.update_time))
+                writes.append(codec.update_write(doc.path, {"lease_until": target}, doc.update_time))
         failed: set[str] = set()
         if writes:
             codes, _, attempts = self._batch_write(writes, "extend_leases")
             failed = {job_id for job_id, index in write_for.items() if codes[index] != _OK}
             unsure = [job_id for job_id in failed if attempts > 1 and codes[write_for[job_id]] in (_FAILED_PRECONDITION, _NOT_FOUND)]
             if unsure:
-                again = self._get_all([refs[job_id] for job_id in unsure])
+                again = self._get_all(_Paths((prefix + job_id for job_id in unsure), _LEASE_MASK))
                 for job_id in unsure:
-                    snap = again.get(refs[job_id]._document_path)
-                    data = snap.to_dict() if snap is not None and snap.exists else None
+                    doc = again.get(prefix + job_id)
                     mine = [run for run, held in zip(runs, holds) if held and run.job_id == job_id]
-                    if all(_holds_lease(data, run) for run in mine) and _lease_reaches(data, target):
+                    if all(_holds_lease(doc, run) for run in mine) and _lease_reaches(doc, target):
                         failed.discard(job_id)
             for job_id in failed:
                 code = codes[write_for[job_id]]
@@ -1140,11 +1014,10 @@ class FirestoreStore:
         if until is not None:
             query = query.where(filter=FieldFilter("started_at", "<", until))
         query = query.order_by("started_at", direction=Query.DESCENDING).limit(limit)
-        return [self._execution_from(snap) for snap in self._query(query, "list_executions")]
+        return [codec.execution_from_data(data, path) for path, data in self._query(query, "list_executions")]
 
     def recent_ticks(self, limit: int = 20) -> list[TickRecord]:
         from google.cloud.firestore_v1 import Query
 
         query = self._col("ticks").order_by("started_at", direction=Query.DESCENDING).limit(limit)
-        return [self._tick_from(snap) for snap in self._query(query, "recent_ticks")]
-
+        return [codec.tick_from_data(data, path) for path, data in self._query(query, "recent_ticks")]
