@@ -30,13 +30,14 @@
 #     TASKS_QUEUE_MAX_CONCURRENT_DISPATCHES (100), TASKS_QUEUE_MAX_ATTEMPTS (5), TASKS_QUEUE_MIN_BACKOFF (10s),
 #     TASKS_QUEUE_MAX_BACKOFF (300s); CLOUD_TASKS_TARGET_URL and TASKS_ALLOWED_EMAILS: when set, checked
 #     against the service URL and the tasks account.
-#   with CONSOLE_AUTH=iap also (the operator console behind Identity-Aware Proxy; docs/operating.md): the IAP
-#     API, IAP's service agent with roles/run.invoker on the service, IAP turned on for the service
-#     (gcloud beta run services update --iap), and roles/iap.httpsResourceAccessor on it for each
-#     CONSOLE_ADMIN_EMAILS and CONSOLE_VIEWER_EMAILS entry (an email: user:, a *.gserviceaccount.com email:
-#     serviceAccount:, @DOMAIN: domain:) and for the invoker (and the tasks account), whose calls pass IAP too.
+#   with CONSOLE_AUTH=iap also (the operator console behind Identity-Aware Proxy; docs/operating.md), on the
+#     console's own service CONSOLE_SERVICE_NAME (default ${SERVICE_NAME}-console: the same image and store,
+#     deployed first; never the service Cloud Scheduler calls, whose tokens IAP would refuse): the IAP API,
+#     IAP's service agent with roles/run.invoker on it, IAP turned on (gcloud beta run services update --iap),
+#     and roles/iap.httpsResourceAccessor on it for each CONSOLE_ADMIN_EMAILS and CONSOLE_VIEWER_EMAILS entry
+#     (an email: user:, a *.gserviceaccount.com email: serviceAccount:, @DOMAIN: domain:).
 #     required: CONSOLE_ADMIN_EMAILS or CONSOLE_VIEWER_EMAILS; IAP_AUDIENCE: when set, checked against
-#     /projects/PROJECT_NUMBER/locations/REGION/services/SERVICE_NAME, the audience IAP signs for.
+#     /projects/PROJECT_NUMBER/locations/REGION/services/CONSOLE_SERVICE_NAME, the audience IAP signs for.
 #
 # Every command is printed (prefixed "+") before it runs; the first failing one stops the script.
 set -euo pipefail
@@ -88,6 +89,7 @@ settings() {
   TICKS_COLLECTION="${FIRESTORE_TICKS_COLLECTION:-scheduler_ticks}"
   CONSOLE_MODE="${CONSOLE_AUTH:-}"
   CONSOLE_MODE="${CONSOLE_MODE,,}"
+  CONSOLE_SERVICE="${CONSOLE_SERVICE_NAME:-$SERVICE_NAME-console}"
 }
 
 # A collection id Firestore accepts and that fits one gcloud flag value.
@@ -308,9 +310,13 @@ setup_tasks() {
   note "queue $CLOUD_TASKS_QUEUE ${verb}d: tasks POST to /tasks/run as $TASKS_EMAIL"
 }
 
-# CONSOLE_AUTH=iap: who gets through IAP, and the audience the app must expect; before anything changes.
+# CONSOLE_AUTH=iap: the console's service, who gets through IAP, and the audience the app must
+# expect; before anything changes.
 iap_settings() {
   local name list entry entries member known
+  if [[ "$CONSOLE_SERVICE" == "$SERVICE_NAME" ]]; then
+    die "CONSOLE_SERVICE_NAME=$CONSOLE_SERVICE is the service Cloud Scheduler calls: IAP in front of it would refuse every tick (IAP takes tokens for its own OAuth client, not the service URL). Deploy the console as a second service of the same image and store (SERVICE_NAME=$SERVICE_NAME-console ./deploy.sh deploy) and name that one"
+  fi
   [[ -n "${CONSOLE_ADMIN_EMAILS:-}${CONSOLE_VIEWER_EMAILS:-}" ]] ||
     die "CONSOLE_AUTH=iap needs CONSOLE_ADMIN_EMAILS or CONSOLE_VIEWER_EMAILS: nobody could open the console"
   IAP_MEMBERS=()
@@ -332,24 +338,24 @@ iap_settings() {
       IAP_MEMBERS+=("$member")
     done
   done
-  # Cloud Scheduler's ticks (and Cloud Tasks' deliveries) reach the service through IAP as well.
-  IAP_MEMBERS+=("serviceAccount:$INVOKER_EMAIL")
-  [[ "$DISPATCH" == "cloud_tasks" ]] && IAP_MEMBERS+=("serviceAccount:$TASKS_EMAIL")
   known=" "
   for member in "${IAP_MEMBERS[@]}"; do
     [[ "${known,,}" == *" ${member,,} "* ]] || known+="$member "
   done
   read -r -a IAP_MEMBERS <<<"$known"
+  show gcloud run services describe "$CONSOLE_SERVICE" "--project=$PROJECT_ID" "--region=$REGION" "--format=value(status.url)"
+  CONSOLE_URL="$(gcloud run services describe "$CONSOLE_SERVICE" "--project=$PROJECT_ID" "--region=$REGION" "--format=value(status.url)")" ||
+    die "cannot find the console's service $CONSOLE_SERVICE in $REGION (see above); deploy it first: SERVICE_NAME=$CONSOLE_SERVICE ./deploy.sh deploy, with CONSOLE_AUTH=iap"
   show gcloud projects describe "$PROJECT_ID" "--format=value(projectNumber)"
   PROJECT_NUMBER="$(gcloud projects describe "$PROJECT_ID" "--format=value(projectNumber)")" ||
     die "cannot read the project number of $PROJECT_ID (see above)"
   [[ "$PROJECT_NUMBER" =~ ^[0-9]+$ ]] || die "project $PROJECT_ID answered no project number ('$PROJECT_NUMBER')"
-  IAP_AUD="/projects/$PROJECT_NUMBER/locations/$REGION/services/$SERVICE_NAME"
+  IAP_AUD="/projects/$PROJECT_NUMBER/locations/$REGION/services/$CONSOLE_SERVICE"
   if [[ -n "${IAP_AUDIENCE:-}" && "$IAP_AUDIENCE" != "$IAP_AUD" ]]; then
     die "IAP_AUDIENCE=$IAP_AUDIENCE but IAP signs for $IAP_AUD; every console page would get 401. Deploy with IAP_AUDIENCE=$IAP_AUD (./deploy.sh deploy) and run this again"
   fi
   if [[ -z "${IAP_AUDIENCE:-}" ]]; then
-    note "deploy with IAP_AUDIENCE=$IAP_AUD (./deploy.sh deploy), the audience IAP signs for"
+    note "deploy $CONSOLE_SERVICE with IAP_AUDIENCE=$IAP_AUD, the audience IAP signs for"
   fi
 }
 
@@ -357,14 +363,14 @@ setup_iap() {
   local member
   run gcloud beta services identity create --service=iap.googleapis.com "--project=$PROJECT_ID"
   # IAP calls the service as its service agent once it has let a person through.
-  run gcloud run services add-iam-policy-binding "$SERVICE_NAME" "--project=$PROJECT_ID" "--region=$REGION" \
+  run gcloud run services add-iam-policy-binding "$CONSOLE_SERVICE" "--project=$PROJECT_ID" "--region=$REGION" \
     "--member=serviceAccount:service-$PROJECT_NUMBER@gcp-sa-iap.iam.gserviceaccount.com" --role=roles/run.invoker --condition=None
-  run gcloud beta run services update "$SERVICE_NAME" "--project=$PROJECT_ID" "--region=$REGION" --iap
+  run gcloud beta run services update "$CONSOLE_SERVICE" "--project=$PROJECT_ID" "--region=$REGION" --iap
   for member in "${IAP_MEMBERS[@]}"; do
-    run gcloud beta iap web add-iam-policy-binding --resource-type=cloud-run "--service=$SERVICE_NAME" "--region=$REGION" \
+    run gcloud beta iap web add-iam-policy-binding --resource-type=cloud-run "--service=$CONSOLE_SERVICE" "--region=$REGION" \
       "--project=$PROJECT_ID" "--member=$member" --role=roles/iap.httpsResourceAccessor --condition=None
   done
-  note "IAP is on for $SERVICE_NAME: ${#IAP_MEMBERS[@]} principal(s) may pass it; the console decides who may act (CONSOLE_ADMIN_EMAILS)"
+  note "IAP is on for $CONSOLE_SERVICE ($CONSOLE_URL): ${#IAP_MEMBERS[@]} principal(s) may pass it; the console decides who may act (CONSOLE_ADMIN_EMAILS)"
 }
 
 upsert_job() {

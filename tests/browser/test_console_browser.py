@@ -263,7 +263,7 @@ def seed_a_day(json_path) -> dict[str, int]:
     registry = build_registry()
     for name in ("send_digest", "sync_crm", "nightly_report", "webhook"):
         registry.register(name, work)
-    store = JsonFileStore(json_path)
+    store = JsonFileStore(json_path, history_limit=1000)  # keep the whole day (the server keeps its default on its own writes)
     store.open()
     end = datetime.now(timezone.utc).replace(second=0, microsecond=0)
     start = end - timedelta(hours=24)
@@ -300,8 +300,8 @@ def test_a_day_of_history_on_the_dashboard_and_a_job_page(browser, server):
     browser.driver.set_window_size(1280, 900)
     browser.open("/")
     bars = browser.find_all("svg.figure rect[data-count]")
-    # The figure draws the stored history of the 24 hours it shows (stores keep the latest
-    # SCHEDULER_HISTORY_LIMIT runs of each job, so fewer than the engine ran).
+    # The figure draws the stored history of the 24 hours it shows (every run here: the seeding
+    # store kept them all, where a store normally keeps the latest SCHEDULER_HISTORY_LIMIT per job).
     from storage.jsonfile import JsonFileStore
 
     first = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=23)
@@ -309,6 +309,7 @@ def test_a_day_of_history_on_the_dashboard_and_a_job_page(browser, server):
     assert sum(int(bar.get_attribute("data-count")) for bar in bars) == len(stored)
     assert browser.find_all("svg.figure circle.p95")
     browser.shot("dashboard", full=True)
+    browser.shot("readme-dashboard")  # the window only: README.md's picture (docs/console-dashboard.png)
     browser.open("/jobs")
     browser.shot("list", full=True)
     browser.open("/jobs/partner-webhook")

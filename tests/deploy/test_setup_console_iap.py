@@ -1,5 +1,5 @@
-"""setup-scheduler.sh with CONSOLE_AUTH=iap: IAP on the Cloud Run service and
-roles/iap.httpsResourceAccessor for the console's people, against the recording gcloud;
+"""setup-scheduler.sh with CONSOLE_AUTH=iap: IAP on the console's own Cloud Run service
+and roles/iap.httpsResourceAccessor for the console's people, against the recording gcloud;
 the flags it emits checked against the real gcloud's help."""
 
 from __future__ import annotations
@@ -12,18 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.conftest import INVOKER, PROJECT, REGION, SERVICE, Cloud
+from tests.deploy.conftest import PROJECT, REGION, SERVICE, Cloud
 
 P = f"--project={PROJECT}"
 NUMBER = "123456789012"
-AUDIENCE = f"/projects/{NUMBER}/locations/{REGION}/services/{SERVICE}"
+CONSOLE = f"{SERVICE}-console"
+CONSOLE_URL = "https://crontick-console-abc-uc.a.run.app"
+AUDIENCE = f"/projects/{NUMBER}/locations/{REGION}/services/{CONSOLE}"
 IAP_ENV = {"CONSOLE_AUTH": "iap", "CONSOLE_ADMIN_EMAILS": "ann@example.com, @corp.example", "CONSOLE_VIEWER_EMAILS": "robot@proj-1.iam.gserviceaccount.com,Ann@Example.com"}
-TASKS_ACCOUNT = f"crontick-tasks@{PROJECT}.iam.gserviceaccount.com"
 
 
 def access(member: str) -> list[str]:
     return [
-        "beta", "iap", "web", "add-iam-policy-binding", "--resource-type=cloud-run", f"--service={SERVICE}", f"--region={REGION}",
+        "beta", "iap", "web", "add-iam-policy-binding", "--resource-type=cloud-run", f"--service={CONSOLE}", f"--region={REGION}",
         P, f"--member={member}", "--role=roles/iap.httpsResourceAccessor", "--condition=None",
     ]
 
@@ -31,15 +32,22 @@ def access(member: str) -> list[str]:
 IAP_CALLS = [
     ["beta", "services", "identity", "create", "--service=iap.googleapis.com", P],
     [
-        "run", "services", "add-iam-policy-binding", SERVICE, P, f"--region={REGION}",
+        "run", "services", "add-iam-policy-binding", CONSOLE, P, f"--region={REGION}",
         f"--member=serviceAccount:service-{NUMBER}@gcp-sa-iap.iam.gserviceaccount.com", "--role=roles/run.invoker", "--condition=None",
     ],
-    ["beta", "run", "services", "update", SERVICE, P, f"--region={REGION}", "--iap"],
+    ["beta", "run", "services", "update", CONSOLE, P, f"--region={REGION}", "--iap"],
     access("user:ann@example.com"),
     access("domain:corp.example"),
     access("serviceAccount:robot@proj-1.iam.gserviceaccount.com"),
-    access(f"serviceAccount:{INVOKER}"),
 ]
+
+
+@pytest.fixture
+def cloud(cloud: Cloud) -> Cloud:
+    """The deployment of setup-scheduler's tests plus the console's service (same image and store)."""
+    cloud.state["services"][CONSOLE] = {"url": CONSOLE_URL, "revisions": ["crontick-console-00001-aaa"]}
+    cloud.save()
+    return cloud
 
 
 def iap_part(calls: list[list[str]]) -> list[list[str]]:
@@ -53,33 +61,33 @@ def test_iap_is_turned_on_and_the_consoles_people_let_through(cloud: Cloud) -> N
     calls = cloud.calls()
     assert calls[0] == ["services", "enable", "run.googleapis.com", "cloudscheduler.googleapis.com", "iamcredentials.googleapis.com", "iap.googleapis.com", P]
     assert ["projects", "describe", PROJECT, "--format=value(projectNumber)"] in calls
+    assert ["run", "services", "describe", CONSOLE, P, f"--region={REGION}", "--format=value(status.url)"] in calls
     assert iap_part(calls) == IAP_CALLS  # Ann once, though listed twice in two spellings
     assert calls[-1][:4] == ["scheduler", "jobs", "create", "http"]  # the job last, as without IAP
+    assert cloud.load()["scheduler_jobs"]["crontick-tick"]["--uri"] == "https://crontick-abc-uc.a.run.app/cron/tick"  # ticks skip IAP
     state = cloud.load()
-    assert state["services"][SERVICE]["iap"] is True
-    assert len(state["iap_bindings"]) == 4
-    assert "deploy with IAP_AUDIENCE" not in result.stderr
-    assert "IAP is on for crontick: 4 principal(s) may pass it" in result.stderr
+    assert state["services"][CONSOLE]["iap"] is True and "iap" not in state["services"][SERVICE]
+    assert len(state["iap_bindings"]) == 3
+    assert not [call for call in calls if "add-iam-policy-binding" in call and SERVICE in call and "roles/iap.httpsResourceAccessor" in " ".join(call)]
+    assert "deploy crontick-console with IAP_AUDIENCE" not in result.stderr
+    assert f"IAP is on for crontick-console ({CONSOLE_URL}): 3 principal(s) may pass it" in result.stderr
 
 
 def test_a_second_run_grants_nothing_twice_and_says_which_audience_to_deploy(cloud: Cloud) -> None:
     for _ in range(2):
         result = cloud.run("setup-scheduler.sh", "setup", env=IAP_ENV)
         assert result.returncode == 0, result.stderr
-        assert f"deploy with IAP_AUDIENCE={AUDIENCE} (./deploy.sh deploy), the audience IAP signs for" in result.stderr
-    assert len(cloud.load()["iap_bindings"]) == 4
+        assert f"deploy crontick-console with IAP_AUDIENCE={AUDIENCE}, the audience IAP signs for" in result.stderr
+    assert len(cloud.load()["iap_bindings"]) == 3
 
 
-def test_with_cloud_tasks_the_tasks_account_passes_iap_too(cloud: Cloud) -> None:
-    env = IAP_ENV | {
-        "SCHEDULER_DISPATCH": "cloud_tasks",
-        "CLOUD_TASKS_QUEUE": f"projects/{PROJECT}/locations/{REGION}/queues/crontick",
-        "CLOUD_TASKS_SERVICE_ACCOUNT": TASKS_ACCOUNT,
-        "RUNTIME_SERVICE_ACCOUNT": f"crontick-run@{PROJECT}.iam.gserviceaccount.com",
-    }
-    result = cloud.run("setup-scheduler.sh", "setup", env=env)
+def test_the_console_service_can_be_named(cloud: Cloud) -> None:
+    cloud.state["services"]["ops-ui"] = {"url": "https://ops-ui-abc-uc.a.run.app", "revisions": ["ops-ui-00001-aaa"]}
+    cloud.save()
+    result = cloud.run("setup-scheduler.sh", "setup", env=IAP_ENV | {"CONSOLE_SERVICE_NAME": "ops-ui", "IAP_AUDIENCE": f"/projects/{NUMBER}/locations/{REGION}/services/ops-ui"})
     assert result.returncode == 0, result.stderr
-    assert access(f"serviceAccount:{TASKS_ACCOUNT}") in cloud.calls()
+    assert cloud.load()["services"]["ops-ui"]["iap"] is True
+    assert {b[0] for b in cloud.load()["iap_bindings"]} == {"ops-ui"}
 
 
 @pytest.mark.parametrize(
@@ -88,6 +96,8 @@ def test_with_cloud_tasks_the_tasks_account_passes_iap_too(cloud: Cloud) -> None
         ({"IAP_AUDIENCE": "/projects/999/global/backendServices/1"}, f"IAP_AUDIENCE=/projects/999/global/backendServices/1 but IAP signs for {AUDIENCE}; every console page would get 401"),
         ({"CONSOLE_ADMIN_EMAILS": "", "CONSOLE_VIEWER_EMAILS": ""}, "CONSOLE_AUTH=iap needs CONSOLE_ADMIN_EMAILS or CONSOLE_VIEWER_EMAILS: nobody could open the console"),
         ({"CONSOLE_ADMIN_EMAILS": "ann@example.com,bob"}, "CONSOLE_ADMIN_EMAILS: 'bob' is neither an email nor an @domain entry"),
+        ({"CONSOLE_SERVICE_NAME": SERVICE}, "CONSOLE_SERVICE_NAME=crontick is the service Cloud Scheduler calls: IAP in front of it would refuse every tick"),
+        ({"CONSOLE_SERVICE_NAME": "nowhere"}, "cannot find the console's service nowhere in us-central1 (see above); deploy it first: SERVICE_NAME=nowhere ./deploy.sh deploy, with CONSOLE_AUTH=iap"),
     ],
 )
 def test_settings_the_app_would_not_agree_with_are_refused_before_any_change(cloud: Cloud, changes: dict, message: str) -> None:
@@ -96,7 +106,7 @@ def test_settings_the_app_would_not_agree_with_are_refused_before_any_change(clo
     assert f"setup-scheduler.sh: error: {message}" in result.stderr
     changed = [call for call in cloud.calls() if call[:2] != ["services", "enable"] and not {"describe"} & set(call[:3])]
     assert changed == []
-    assert "iap_bindings" not in cloud.load() and "iap" not in cloud.load()["services"][SERVICE]
+    assert "iap_bindings" not in cloud.load() and "iap" not in cloud.load()["services"][CONSOLE]
 
 
 def test_without_console_auth_iap_nothing_of_iap_is_touched(cloud: Cloud) -> None:
@@ -110,7 +120,7 @@ def test_iap_settings_come_from_the_env_file_too(cloud: Cloud) -> None:
     cloud.env_file.write_text("CONSOLE_AUTH=IAP\nCONSOLE_VIEWER_EMAILS=@corp.example\n")
     result = cloud.run("setup-scheduler.sh", "setup")
     assert result.returncode == 0, result.stderr
-    assert [b[1] for b in cloud.load()["iap_bindings"]] == ["domain:corp.example", f"serviceAccount:{INVOKER}"]
+    assert [b[1] for b in cloud.load()["iap_bindings"]] == ["domain:corp.example"]
 
 
 def test_every_iap_flag_exists_in_the_real_gcloud(cloud: Cloud, tmp_path: Path) -> None:
