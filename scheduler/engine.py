@@ -45,7 +45,9 @@ from scheduler.dispatch import DispatchRequest, Dispatcher
 from scheduler.errors import JobNotFound
 from scheduler.heartbeat import LeaseKeeper
 from scheduler.model import (
+    AUDIT_LIMIT,
     MAX_CATCH_UP,
+    AuditEntry,
     Execution,
     Job,
     JobStatus,
@@ -58,7 +60,8 @@ from scheduler.model import (
     TickRecord,
 )
 from scheduler.settings import Settings
-from scheduler.timing import backoff_delay, catch_up_occurrences, fire_times_after, next_fire_after
+from scheduler.schema import MAX_NOTE_CHARS
+from scheduler.timing import backoff_delay, catch_up_occurrences, fire_times_after, next_fire_after, run_at
 from storage.base import JobStore
 
 log = logging.getLogger(__name__)
@@ -186,12 +189,16 @@ def plan_settlement(job: Job, result: RunResult, *, now: datetime, settings: Set
     if result.outcome is Outcome.DEFERRED:
         new = job.replace(status=JobStatus.PENDING, attempts=max(job.attempts - 1, 0), **base)
     elif result.outcome in (Outcome.SUCCEEDED, Outcome.MISFIRED):
+        run_count = job.run_count + sum(1 for e in result.executions if e.outcome is Outcome.SUCCEEDED)
         next_run, skipped = _next_after_success(job, result, now) if job.is_recurring else (None, [])
+        if job.max_runs is not None and run_count >= job.max_runs:
+            next_run, skipped = None, []  # out of runs: the job completes
         executions += skipped
         new = job.replace(
             status=JobStatus.PENDING if next_run else JobStatus.COMPLETED,
-            next_run_at=next_run,
+            next_run_at=run_at(job, next_run),
             fire_at=next_run,
+            run_count=run_count,
             attempts=0,
             last_run_at=result.started_at or job.last_run_at,
             last_outcome=result.outcome.value,
@@ -215,17 +222,25 @@ def plan_settlement(job: Job, result: RunResult, *, now: datetime, settings: Set
 
 
 def _dead_letter(job: Job, result: RunResult, now: datetime) -> Job:
-    return job.replace(
+    """Out of attempts: ``failed`` (the dead letter), or ``paused`` with a note saying why
+    when the job asks for ``pause_on_failure``. Either way the occurrence counts as run."""
+    dead = job.replace(
         status=JobStatus.FAILED,
         next_run_at=None,
         fire_at=result.failed_fire_at or job.fire_at,
         last_run_at=result.started_at or job.last_run_at,
         last_outcome=Outcome.DEAD.value,
         last_error=result.error,
+        run_count=job.run_count + 1,
         lease_owner=None,
         lease_until=None,
         updated_at=now,
     )
+    if not job.pause_on_failure:
+        return dead
+    note = f"paused by crontick after {job.attempts} failed attempt(s): {result.error or 'no error text'}"[:MAX_NOTE_CHARS]
+    entry = AuditEntry(at=now, actor="crontick", action="pause", detail="pause_on_failure", note=note)
+    return dead.replace(status=JobStatus.PAUSED, note=note, audit=(*job.audit, entry)[-AUDIT_LIMIT:])
 
 
 class TickEngine:

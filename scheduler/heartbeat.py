@@ -30,7 +30,7 @@ from datetime import datetime
 
 from scheduler.errors import JobNotFound, StoreError
 from scheduler.model import Job, JobStatus, Overlap, RunRef
-from scheduler.timing import next_fire_after
+from scheduler.timing import next_fire_after, run_at
 from storage.base import JobStore
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ class LeaseKeeper:
             if job.status is not JobStatus.RUNNING or job.lease_owner != run.lease_owner or job.lease_epoch != run.lease_epoch:
                 raise _Superseded()
             return job.replace(
-                status=JobStatus.PENDING, next_run_at=following, fire_at=following, attempts=0,
+                status=JobStatus.PENDING, next_run_at=run_at(job, following), fire_at=following, attempts=0,
                 lease_owner=None, lease_until=None, lease_epoch=job.lease_epoch + 1, updated_at=now,
             )
 

@@ -17,46 +17,50 @@ import math
 import re
 import uuid
 from collections.abc import Collection, Mapping
+from itertools import islice
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from scheduler.errors import UnknownJobType, ValidationError
-from scheduler.model import _DATETIME_FIELDS, Job, JobStatus, Misfire, Overlap, utc
-from scheduler.timing import check_cron, first_fire_time, next_fire_after, zone
+from croniter import CroniterError
 
-# -- limits (documented in README "Limits" and in the OpenAPI document) ---------
-MAX_PAYLOAD_DEPTH = 32  # nesting levels of objects and arrays, the payload object itself being 1
-MAX_PAYLOAD_BYTES = 64 * 1024  # the payload as compact UTF-8 JSON; Firestore's document limit is 1 MiB
-MAX_PAYLOAD_KEYS = 1000  # keys of the payload object itself
-MAX_ATTEMPTS = 100
-MAX_INTERVAL_SECONDS = 366 * 86400
-MAX_GRACE_SECONDS = 366 * 86400
-MAX_IDEMPOTENCY_KEY_CHARS = 500
-MAX_TIMEOUT_SECONDS_TASKS = 1800.0  # Cloud Tasks' longest dispatch deadline for an HTTP task
-MIN_TIMEOUT_SECONDS = 0.001
-MIN_YEAR, MAX_YEAR = 1970, 9999
-JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+from scheduler.model import Job, JobStatus, Misfire, Overlap, utc
+from scheduler.timing import check_cron, fire_times_after, first_fire_time, next_fire_after, run_at, zone
+
+# The limits and field lists live in scheduler.schema (the one copy); named here for importers.
+from scheduler.schema import (  # noqa: E402
+    BY_NAME,
+    CREATE_FIELDS,
+    FIELDS,
+    JOB_ID_PATTERN,
+    MAX_ATTEMPTS,
+    MAX_GRACE_SECONDS,
+    MAX_IDEMPOTENCY_KEY_CHARS,
+    MAX_INTERVAL_SECONDS,
+    MAX_JITTER_SECONDS,
+    MAX_NOTE_CHARS,
+    MAX_PAYLOAD_BYTES,
+    MAX_PAYLOAD_DEPTH,
+    MAX_PAYLOAD_KEYS,
+    MAX_TIMEOUT_SECONDS_TASKS,
+    MAX_YEAR,
+    MIN_TIMEOUT_SECONDS,
+    MIN_YEAR,
+    PATCH_FIELDS,
+    SCHEDULE_FIELDS,
+    FieldSpec,
+)
+
 ID_RE = re.compile(JOB_ID_PATTERN)
 _ID_RE = ID_RE  # older name, kept for importers
-
-SCHEDULE_FIELDS = ("schedule_at", "cron", "interval_seconds")
-CREATE_FIELDS = frozenset(
-    {
-        "id",
-        "job_type",
-        "payload",
-        *SCHEDULE_FIELDS,
-        "timezone",
-        "misfire",
-        "misfire_grace_seconds",
-        "overlap",
-        "max_attempts",
-        "timeout_seconds",
-        "idempotency_key",
-    }
+# Options read by the generic parser from their FieldSpec alone (type, bounds, choices).
+_GENERIC_OPTIONS = tuple(
+    spec
+    for spec in (BY_NAME[name] for name in sorted(CREATE_FIELDS | PATCH_FIELDS))
+    if spec.name not in (*SCHEDULE_FIELDS, "id", "job_type", "payload", "timezone", "timeout_seconds", "idempotency_key", "starts_at", "ends_at")
 )
-PATCH_FIELDS = frozenset({"payload", *SCHEDULE_FIELDS, "timezone", "misfire", "misfire_grace_seconds", "overlap", "max_attempts", "timeout_seconds"})
+_ENUMS = {"misfire": Misfire, "overlap": Overlap}
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,79 +155,109 @@ def _problem(checks: list[ValidationError], message: str, field: str) -> None:
     checks.append(ValidationError(message, field))
 
 
-def job_problems(job: Job, limits: JobLimits = DEFAULT_LIMITS) -> list[ValidationError]:
-    """Every way ``job`` breaks the rules a stored job must hold, each naming its field.
-
-    The one check behind every door (API, CLI, Chat, import): types, limits, payload,
-    time zone, and that a recurring schedule fires at least once more.
-    """
-    out: list[ValidationError] = []
-    if not isinstance(job.id, str) or not ID_RE.match(job.id):
-        _problem(out, f"id {str(job.id)[:140]!r} is not a job id (1-128 letters, digits, '.', '_' or '-')", "id")
-    if not isinstance(job.job_type, str) or not job.job_type or len(job.job_type) > 200:
-        _problem(out, "job_type must be a string of 1 to 200 characters", "job_type")
-    try:
-        check_payload(job.payload)
-    except ValidationError as exc:
-        out.append(exc)
-    schedules = [name for name in SCHEDULE_FIELDS if getattr(job, name) is not None]
-    if len(schedules) != 1:
-        _problem(out, f"a job needs exactly one of schedule_at, cron, interval_seconds; has {', '.join(schedules) or 'none'}", "schedule")
-    zone_ok = True
-    try:
-        check_timezone(job.timezone)
-    except ValidationError as exc:
-        out.append(exc)
-        zone_ok = False
-    if job.cron is not None:
-        problem = check_cron(job.cron) if isinstance(job.cron, str) else "cron must be a string"
-        if problem:
-            _problem(out, problem, "cron")
-        elif zone_ok and len(schedules) == 1 and isinstance(job.updated_at, datetime) and _never_fires(job):
-            _problem(out, f"cron expression {job.cron!r} never fires", "cron")
-    if job.interval_seconds is not None and (not _is_int(job.interval_seconds) or not 1 <= job.interval_seconds <= MAX_INTERVAL_SECONDS):
-        _problem(out, f"interval_seconds must be an integer from 1 to {MAX_INTERVAL_SECONDS}", "interval_seconds")
-    for name, minimum, maximum in (
-        ("max_attempts", 1, MAX_ATTEMPTS),
-        ("attempts", 0, MAX_ATTEMPTS + 1),
-        ("lease_epoch", 0, 2**53),
-        ("misfire_grace_seconds", 0, MAX_GRACE_SECONDS),
-    ):
-        value = getattr(job, name)
-        if not _is_int(value) or not minimum <= value <= maximum:
-            _problem(out, f"{name} must be an integer from {minimum} to {maximum}", name)
-    timeout = job.timeout_seconds
-    if timeout is not None:
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout):
-            _problem(out, "timeout_seconds must be a number or null", "timeout_seconds")
-        else:
-            problem = limits.timeout_problem(float(timeout))
-            if problem:
-                _problem(out, problem, "timeout_seconds")
-    if job.idempotency_key is not None and (not isinstance(job.idempotency_key, str) or not 1 <= len(job.idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS):
-        _problem(out, f"idempotency_key must be a string of 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters", "idempotency_key")
-    for name in ("idempotency_key", "created_by", "last_outcome", "last_error", "lease_owner"):
-        value = getattr(job, name)
-        if value is None:
-            continue
+def field_problem(spec: FieldSpec, value: Any) -> str | None:
+    """Why ``value`` cannot be ``spec``'s value in a stored job (type, null, bounds,
+    choices, length, pattern, Unicode, calendar range), or ``None``."""
+    name = spec.name
+    if value is None:
+        return None if spec.nullable else f"{name} is required"
+    kind = spec.kind
+    if kind == "timestamp":
+        if not isinstance(value, datetime):
+            return f"{name} must be an RFC 3339 timestamp"
+        if not MIN_YEAR <= value.year <= MAX_YEAR:
+            return f"{name} is out of range: years {MIN_YEAR} to {MAX_YEAR}"
+        return None
+    if kind == "integer":
+        if not _is_int(value):
+            return f"{name} must be an integer"
+    elif kind == "number":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return f"{name} must be a finite number"
+    elif kind == "boolean":
+        return None if isinstance(value, bool) else f"{name} must be true or false"
+    elif kind == "choice":
+        return None if value in spec.choices else f"{name} must be one of {', '.join(spec.choices)}"
+    elif kind == "object":
+        return None if isinstance(value, dict) else f"{name} must be a JSON object"
+    elif kind == "audit":
+        return None if isinstance(value, tuple) else f"{name} must be a list of entries"
+    elif kind == "string":
         if not isinstance(value, str):
-            _problem(out, f"{name} must be a string or null", name)
-            continue
+            return f"{name} must be a string"
         try:
             check_text(value, name)
         except ValidationError as exc:
-            out.append(exc)
-    for name in _DATETIME_FIELDS:
-        value = getattr(job, name)
-        if value is None and name in ("created_at", "updated_at"):
-            _problem(out, f"{name} is required", name)
-        elif value is not None and not isinstance(value, datetime):
-            _problem(out, f"{name} must be an RFC 3339 timestamp or null", name)
-        elif value is not None and not MIN_YEAR <= value.year <= MAX_YEAR:
-            _problem(out, f"{name} is out of range: years {MIN_YEAR} to {MAX_YEAR}", name)
+            return exc.message
+        if spec.max_length is not None and len(value) > spec.max_length:
+            return f"{name} must be at most {spec.max_length} characters"
+        if spec.pattern is not None and not re.match(spec.pattern, value):
+            return f"{name} {value[:140]!r} does not match {spec.pattern}"
+        return None
+    low = spec.minimum if spec.minimum is not None else -math.inf
+    high = spec.maximum if spec.maximum is not None else math.inf
+    if not low <= value <= high:
+        return f"{name} must be between {_num(low)} and {_num(high)}, got {value}"
+    return None
+
+
+def job_problems(job: Job, limits: JobLimits = DEFAULT_LIMITS) -> list[ValidationError]:
+    """Every way ``job`` breaks the rules a stored job must hold, each naming its field.
+
+    The one check behind every door (API, CLI, Chat, import): each field against its
+    :class:`~scheduler.schema.FieldSpec`, then the rules that span fields (one
+    schedule, a cron that fires, a time zone that exists, a timeout the dispatch mode
+    can honour, jitter within half the period, ``ends_at`` after ``starts_at``).
+    """
+    out: list[ValidationError] = []
+    for spec in FIELDS:
+        value = getattr(job, spec.name)
+        problem = field_problem(spec, value) or _special_problem(job, spec.name, value, limits)
+        if problem:
+            out.append(ValidationError(problem, spec.name))
+    bad = {problem.field for problem in out}
+    schedules = [name for name in SCHEDULE_FIELDS if getattr(job, name) is not None]
+    if len(schedules) != 1:
+        _problem(out, f"a job needs exactly one of schedule_at, cron, interval_seconds; has {', '.join(schedules) or 'none'}", "schedule")
+    elif job.cron is not None and not bad & {"cron", "timezone", "updated_at", "starts_at", "ends_at"} and _never_fires(job):
+        _problem(out, f"cron expression {job.cron!r} never fires" + (" within starts_at..ends_at" if job.starts_at or job.ends_at else ""), "cron")
+    if job.starts_at is not None and job.ends_at is not None and not bad & {"starts_at", "ends_at"} and job.ends_at <= job.starts_at:
+        _problem(out, "ends_at must be after starts_at", "ends_at")
+    if job.jitter_seconds and "jitter_seconds" not in bad and len(schedules) == 1 and job.is_recurring:
+        period = _shortest_period(job)
+        if period is not None and job.jitter_seconds > period / 2:
+            _problem(out, f"jitter_seconds ({job.jitter_seconds}) must be at most half the period ({period / 2:g} s)", "jitter_seconds")
     if job.status is JobStatus.PENDING and job.next_run_at is None:
         _problem(out, "a pending job needs next_run_at", "next_run_at")
     return out
+
+
+def _special_problem(job: Job, name: str, value: Any, limits: JobLimits) -> str | None:
+    """The per-field rules a FieldSpec cannot say."""
+    try:
+        if name == "payload":
+            check_payload(value)
+        elif name == "timezone":
+            check_timezone(value)
+        elif name == "cron" and value is not None:
+            return check_cron(value)
+        elif name == "timeout_seconds" and value is not None:
+            return limits.timeout_problem(float(value))
+    except ValidationError as exc:
+        return exc.message
+    return None
+
+
+def _shortest_period(job: Job) -> float | None:
+    """The smallest gap between the schedule's next fire times (at most 20 looked at)."""
+    if job.interval_seconds is not None:
+        return float(job.interval_seconds)
+    try:
+        times = list(islice(fire_times_after(job, job.updated_at), 20))
+    except (OverflowError, ValueError, CroniterError):
+        return None
+    gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:])]
+    return min(gaps) if gaps else None
 
 
 def check_job(job: Job, limits: JobLimits = DEFAULT_LIMITS) -> Job:
@@ -306,27 +340,51 @@ def _schedule(data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def parse_option(spec: FieldSpec, value: Any) -> Any:
+    """``value`` checked against ``spec`` (type, bounds, choices); ValidationError naming it."""
+    name = spec.name
+    if spec.kind == "boolean":
+        if not isinstance(value, bool):
+            raise ValidationError(f"{name} must be true or false", name)
+        return value
+    if spec.kind == "choice":
+        if value not in spec.choices:
+            raise ValidationError(f"{name} must be one of {', '.join(spec.choices)}", name)
+        return _ENUMS[name](value) if name in _ENUMS else value
+    if spec.kind == "integer":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValidationError(f"{name} must be an integer", name)
+    elif spec.kind == "number":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValidationError(f"{name} must be a finite number", name)
+        value = float(value)
+    elif spec.kind == "string":
+        if not isinstance(value, str):
+            raise ValidationError(f"{name} must be a string", name)
+        check_text(value, name)
+        if spec.max_length is not None and len(value) > spec.max_length:
+            raise ValidationError(f"{name} must be at most {spec.max_length} characters", name)
+        return value
+    if spec.minimum is not None and spec.maximum is not None and not spec.minimum <= value <= spec.maximum:
+        raise ValidationError(f"{name} must be between {_num(spec.minimum)} and {_num(spec.maximum)}, got {value}", name)
+    return value
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 def _options(data: Mapping[str, Any], limits: JobLimits) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "payload" in data:
         check_payload(data["payload"])
         out["payload"] = data["payload"]
-    if data.get("misfire") is not None:
-        try:
-            out["misfire"] = Misfire(data["misfire"])
-        except (ValueError, TypeError):
-            choices = ", ".join(m.value for m in Misfire)
-            raise ValidationError(f"misfire must be one of {choices}", "misfire") from None
-    if data.get("overlap") is not None:
-        try:
-            out["overlap"] = Overlap(data["overlap"])
-        except (ValueError, TypeError):
-            choices = ", ".join(o.value for o in Overlap)
-            raise ValidationError(f"overlap must be one of {choices}", "overlap") from None
-    if data.get("misfire_grace_seconds") is not None:
-        out["misfire_grace_seconds"] = _int(data, "misfire_grace_seconds", minimum=0, maximum=MAX_GRACE_SECONDS)
-    if data.get("max_attempts") is not None:
-        out["max_attempts"] = _int(data, "max_attempts", minimum=1, maximum=MAX_ATTEMPTS)
+    for spec in _GENERIC_OPTIONS:
+        if data.get(spec.name) is not None:
+            out[spec.name] = parse_option(spec, data[spec.name])
+    for name in ("starts_at", "ends_at"):
+        if data.get(name) is not None:
+            out[name] = parse_timestamp(data[name], name)
     if data.get("timeout_seconds") is not None:
         timeout = _number(data, "timeout_seconds", minimum=-math.inf, maximum=math.inf)
         problem = limits.timeout_problem(timeout)
@@ -385,7 +443,7 @@ def build_job(
     first = first_fire_time(job, now)
     if first is None:
         raise ValidationError(f"cron expression {job.cron!r} never fires", "cron")
-    return check_job(job.replace(next_run_at=first, fire_at=first), limits)
+    return check_job(job.replace(next_run_at=run_at(job, first), fire_at=first), limits)
 
 
 def apply_patch(job: Job, data: Any, *, now: datetime, limits: JobLimits = DEFAULT_LIMITS) -> Job:
@@ -408,5 +466,5 @@ def apply_patch(job: Job, data: Any, *, now: datetime, limits: JobLimits = DEFAU
             first = first_fire_time(rescheduled, now)
             if first is None:
                 raise ValidationError(f"cron expression {rescheduled.cron!r} never fires", "cron")
-            changes.update(next_run_at=first, fire_at=first)
+            changes.update(next_run_at=run_at(rescheduled, first), fire_at=first)
     return check_job(job.replace(**changes, updated_at=now), limits)

@@ -149,6 +149,8 @@ _DATETIME_FIELDS = (
     "created_at",
     "updated_at",
     "lease_until",
+    "starts_at",
+    "ends_at",
 )
 
 
@@ -172,6 +174,17 @@ class Job:
     overlap: Overlap = Overlap.SKIP
     max_attempts: int = 3
     timeout_seconds: float | None = None  # None: SCHEDULER_JOB_TIMEOUT_SECONDS
+    dst_gap: str = "shift"
+    dst_repeat: str | None = None  # None: Vixie cron's rule (first for a fixed hour, both for a wildcard)
+    jitter_seconds: int = 0
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    max_runs: int | None = None
+    pause_on_failure: bool = False
+    catch_up_window_seconds: int | None = None
+    run_count: int = 0
+    note: str | None = None
+    backfill_of: str | None = None
     attempts: int = 0
     last_run_at: datetime | None = None
     last_outcome: str | None = None
@@ -186,6 +199,10 @@ class Job:
     @property
     def is_recurring(self) -> bool:
         return self.cron is not None or self.interval_seconds is not None
+
+    @property
+    def runs_remaining(self) -> int | None:
+        return None if self.max_runs is None else max(self.max_runs - self.run_count, 0)
 
     def is_due(self, now: datetime) -> bool:
         """Claimable at ``now``: pending and due, or running with an expired lease."""
@@ -209,6 +226,7 @@ class Job:
                 value = value.value
             out[name] = value
         out["audit"] = [entry.to_dict() for entry in self.audit]
+        out["runs_remaining"] = None if self.max_runs is None else max(self.max_runs - self.run_count, 0)
         return out
 
     @classmethod

@@ -22,7 +22,7 @@ from typing import Any
 from scheduler.errors import ConflictError, ValidationError
 from scheduler.jobspec import DEFAULT_LIMITS, JobLimits, apply_patch, build_job, check_text
 from scheduler.model import AUDIT_LIMIT, AuditEntry, Job, JobStatus
-from scheduler.timing import first_fire_time, next_fire_after
+from scheduler.timing import PlannedTime, first_fire_time, next_fire_after, planned_times, run_at
 from storage.base import JobStore
 
 
@@ -69,7 +69,7 @@ class JobService:
                 return job
             if job.status not in (JobStatus.PENDING, JobStatus.RUNNING):
                 raise ConflictError(f"job {job.id} is {job.status.value}; only pending or running jobs can be paused")
-            return _audited(_unleased(job, status=JobStatus.PAUSED, updated_at=now), now, actor, "pause", None, note)
+            return _audited(_unleased(job, status=JobStatus.PAUSED, note=note, updated_at=now), now, actor, "pause", None, note)
 
         return self.store.update_job(job_id, change)
 
@@ -82,17 +82,19 @@ class JobService:
         def change(job: Job) -> Job:
             if job.status not in (JobStatus.PAUSED, JobStatus.FAILED):
                 raise ConflictError(f"job {job.id} is {job.status.value}; only paused or failed jobs can be resumed")
-            next_run = job.next_run_at
+            fire, due = job.fire_at, job.next_run_at
             try:
-                if job.status is JobStatus.FAILED or next_run is None:
-                    next_run = now if not job.is_recurring else next_fire_after(job, now)
-                elif job.is_recurring and not catch_up and next_run <= now:
-                    next_run = next_fire_after(job, now)
+                if job.status is JobStatus.FAILED or due is None:
+                    fire = now if not job.is_recurring else next_fire_after(job, now)
+                    due = fire if not job.is_recurring else run_at(job, fire)
+                elif job.is_recurring and not catch_up and due <= now:
+                    fire = next_fire_after(job, now)
+                    due = run_at(job, fire)
             except OverflowError:  # the next fire time is past year 9999
-                next_run = None
-            if next_run is None:
+                due = None
+            if due is None:
                 raise ConflictError(f"job {job.id} has no future fire time")
-            resumed = job.replace(status=JobStatus.PENDING, next_run_at=next_run, fire_at=next_run, attempts=0, updated_at=now)
+            resumed = job.replace(status=JobStatus.PENDING, next_run_at=due, fire_at=fire or due, attempts=0, note=note, updated_at=now)
             return _audited(resumed, now, actor, "resume", "catch_up" if catch_up else None, note)
 
         return self.store.update_job(job_id, change)
@@ -140,17 +142,17 @@ class JobService:
         return self.store.update_job(job_id, change)
 
     def preview(self, job_id: str, count: int) -> list[datetime]:
-        job = self.get(job_id)
-        start = job.next_run_at or first_fire_time(job, self.clock())
-        if start is None:
-            return []
-        times = [start]
-        while len(times) < count and job.is_recurring:
-            following = next_fire_after(job, times[-1])
-            if following is None:
-                break
-            times.append(following)
-        return times
+        """When the job's next ``count`` runs are due (jitter included; times the DST
+        policy drops are left out)."""
+        return [p.run_at for p in self.planned(self.get(job_id), count) if p.run_at is not None]
+
+    def planned(self, job: Job, count: int) -> list[PlannedTime]:
+        """The job's next ``count`` occurrences, marked where its DST policy moved or
+        dropped one (see :func:`scheduler.timing.planned_times`)."""
+        if job.next_run_at is not None:
+            return planned_times(job, job.fire_at or job.next_run_at, count, due=job.next_run_at)
+        first = first_fire_time(job, self.clock())
+        return [] if first is None else planned_times(job, first, count)
 
 
 MAX_NOTE_CHARS = 500

@@ -14,6 +14,7 @@ Cron expressions are evaluated on the wall clock of the job's time zone:
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import random
 import re
@@ -74,6 +75,8 @@ DST_REPEAT_CHOICES = ("first", "second", "both")
 # Wall times earlier than local(after) can still fire after it, in the second copy of a
 # repeated hour; no zone has ever repeated more than this much of its clock at once.
 _FOLD_LOOKBACK = timedelta(hours=3)
+_INSTANT = timedelta(microseconds=1)
+_ZERO = timedelta(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,19 +194,33 @@ def interval_fire_times(anchor: datetime, seconds: int, after: datetime) -> Iter
 
 
 def fire_times_after(job: Job, after: datetime) -> Iterator[datetime]:
-    """The recurring ``job``'s fire times strictly after ``after``; empty for one-off jobs."""
+    """The recurring ``job``'s fire times strictly after ``after``, within its
+    ``starts_at``/``ends_at`` bounds and by its DST policy; empty for one-off jobs."""
+    if job.starts_at is not None and after < job.starts_at:
+        after = job.starts_at - _INSTANT  # starts_at itself may fire
     if job.cron is not None:
-        return cron_fire_times(job.cron, job.timezone, after)
-    if job.interval_seconds is not None:
+        times = cron_fire_times(job.cron, job.timezone, after, dst_gap=job.dst_gap, dst_repeat=job.dst_repeat)
+    elif job.interval_seconds is not None:
         # Anchored at creation, so a manual run or a pause never shifts the grid.
-        return interval_fire_times(job.created_at, job.interval_seconds, after)
-    return iter(())
+        times = interval_fire_times(job.created_at, job.interval_seconds, after)
+    else:
+        return iter(())
+    if job.ends_at is None:
+        return times
+    return _until(times, job.ends_at)
+
+
+def _until(times: Iterator[datetime], end: datetime) -> Iterator[datetime]:
+    for fire in times:
+        if fire > end:
+            return
+        yield fire
 
 
 def next_fire_after(job: Job, after: datetime) -> datetime | None:
     """The next fire time after ``after``; ``None`` when the schedule never fires again
-    (a one-off job, or a cron expression such as ``0 0 30 2 *`` that matches no date).
-    Raises OverflowError when the next fire time would be past year 9999."""
+    (a one-off job, a cron expression such as ``0 0 30 2 *`` that matches no date, or
+    one past ``ends_at``). Raises OverflowError when it would be past year 9999."""
     try:
         return next(fire_times_after(job, after), None)
     except CroniterError:  # no date matches
@@ -217,11 +234,75 @@ def first_fire_time(job: Job, now: datetime) -> datetime | None:
     return next_fire_after(job, now)
 
 
+def jitter_delay(job: Job, fire: datetime) -> timedelta:
+    """The job's delay for the occurrence at ``fire``: uniform in [0, jitter_seconds],
+    derived from (job id, fire time) alone, so every instance, retry and preview agrees."""
+    if not job.jitter_seconds:
+        return _ZERO
+    digest = hashlib.sha256(f"{job.id}|{fire.isoformat()}".encode()).digest()
+    millis = int.from_bytes(digest[:8], "big") % (job.jitter_seconds * 1000 + 1)
+    return timedelta(milliseconds=millis)
+
+
+def run_at(job: Job, fire: datetime | None) -> datetime | None:
+    """When the occurrence that fires at ``fire`` is due: the fire time plus its jitter."""
+    return None if fire is None else fire + jitter_delay(job, fire)
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedTime:
+    """One upcoming occurrence as a preview shows it: the nominal ``fire_at``, when it
+    runs (``run_at``: plus its jitter), and ``note``: what the DST policy did
+    (``shifted``, ``first``, ``second``), or ``dropped`` (``dst_gap=skip``: no run;
+    ``fire_at`` and ``run_at`` are ``None`` and ``wall`` names the skipped wall time).
+    A last entry noted ``beyond_calendar`` says later occurrences would be past year 9999."""
+
+    fire_at: datetime | None
+    run_at: datetime | None
+    note: str | None = None
+    wall: datetime | None = None
+
+
+def planned_times(job: Job, first: datetime, count: int, *, due: datetime | None = None) -> list[PlannedTime]:
+    """The job's next ``count`` occurrences from ``first`` (its next fire time, due at
+    ``due``: default ``first`` plus its jitter), with the times its DST policy moved
+    or dropped marked: what the engine will run, in order."""
+    head = PlannedTime(first, due or run_at(job, first))
+    out: list[PlannedTime] = []
+    try:
+        if job.cron is not None:
+            for fire in cron_schedule(job.cron, job.timezone, first - _INSTANT, dst_gap=job.dst_gap, dst_repeat=job.dst_repeat):
+                if len(out) >= count:
+                    break
+                if fire.at is None:
+                    out.append(PlannedTime(None, None, fire.note, fire.wall))
+                elif job.ends_at is not None and fire.at > job.ends_at:
+                    break
+                else:
+                    out.append(PlannedTime(fire.at, run_at(job, fire.at), fire.note, fire.wall))
+        elif job.is_recurring:
+            out.append(head)
+            for fire in fire_times_after(job, first):
+                if len(out) >= count:
+                    break
+                out.append(PlannedTime(fire, run_at(job, fire)))
+    except CroniterError:
+        pass
+    except OverflowError:
+        out.append(PlannedTime(None, None, "beyond_calendar"))
+    if out and out[0].fire_at == first:
+        out[0] = PlannedTime(first, head.run_at, out[0].note, out[0].wall)
+    elif not out or out[0] is not head:
+        out.insert(0, head)  # a one-off, a run-now or a retry: not a time of the schedule itself
+    return out[:count] if out[-1].note != "beyond_calendar" else out[: count - 1] + out[-1:]
+
+
 def catch_up_occurrences(job: Job, fire_at: datetime, now: datetime) -> tuple[list[datetime], int]:
     """Occurrences a ``run_all`` job runs now: ``fire_at`` and every later fire time <= ``now``.
 
     Returns ``(occurrences, dropped)``: at most :data:`MAX_CATCH_UP` of the most
-    recent occurrences, and how many older ones were dropped to respect that bound.
+    recent occurrences, none older than ``catch_up_window_seconds`` (but at least the
+    latest one), and how many older ones were dropped to respect those bounds.
     """
     occurrences = [fire_at]
     dropped = 0
@@ -232,6 +313,11 @@ def catch_up_occurrences(job: Job, fire_at: datetime, now: datetime) -> tuple[li
         if len(occurrences) > MAX_CATCH_UP:
             occurrences.pop(0)
             dropped += 1
+    if job.catch_up_window_seconds is not None:
+        horizon = now - timedelta(seconds=job.catch_up_window_seconds)
+        recent = [fire for fire in occurrences if fire >= horizon] or occurrences[-1:]
+        dropped += len(occurrences) - len(recent)
+        occurrences = recent
     return occurrences, dropped
 
 

@@ -283,9 +283,17 @@ def test_preview_across_a_dst_change(api, clock):
     assert body["description"] == "every day at 02:30 (Europe/Berlin time)"
     assert body["timezone"] == "Europe/Berlin" and body["schedule"]["cron"] == "30 2 * * *"
     assert body["fire_times"] == [
-        {"utc": "2026-03-28T01:30:00.000000Z", "local": "2026-03-28T02:30:00+01:00"},
-        {"utc": "2026-03-29T01:00:00.000000Z", "local": "2026-03-29T03:00:00+02:00"},  # 02:30 does not exist
-        {"utc": "2026-03-30T00:30:00.000000Z", "local": "2026-03-30T02:30:00+02:00"},
+        {"utc": "2026-03-28T01:30:00.000000Z", "local": "2026-03-28T02:30:00+01:00", "fire_at": "2026-03-28T01:30:00.000000Z", "dst": None, "wall_time": "2026-03-28T02:30:00"},
+        # 02:30 does not exist that day: dst_gap=shift (the default) moves it to the gap's end, and says so
+        {"utc": "2026-03-29T01:00:00.000000Z", "local": "2026-03-29T03:00:00+02:00", "fire_at": "2026-03-29T01:00:00.000000Z", "dst": "shifted", "wall_time": "2026-03-29T02:30:00"},
+        {"utc": "2026-03-30T00:30:00.000000Z", "local": "2026-03-30T02:30:00+02:00", "fire_at": "2026-03-30T00:30:00.000000Z", "dst": None, "wall_time": "2026-03-30T02:30:00"},
+    ]
+    create(api, id="berlin-skip", cron="30 2 * * *", timezone="Europe/Berlin", dst_gap="skip")
+    skipped = api.get(f"{API}/jobs/berlin-skip/preview?count=3").get_json()["fire_times"]
+    assert [(t["utc"], t["dst"], t["wall_time"]) for t in skipped] == [
+        ("2026-03-28T01:30:00.000000Z", None, "2026-03-28T02:30:00"),
+        (None, "dropped", "2026-03-29T02:30:00"),
+        ("2026-03-30T00:30:00.000000Z", None, "2026-03-30T02:30:00"),
     ]
     assert len(api.get(f"{API}/jobs/berlin/preview").get_json()["fire_times"]) == 5
     assert len(api.get(f"{API}/jobs/berlin/preview?count=100").get_json()["fire_times"]) == 100

@@ -71,7 +71,7 @@ def test_valid_jobs_start_pending_with_their_first_fire_time():
     [
         ({"SCHEDULER_MAX_CONCURRENCY": "many"}, "SCHEDULER_MAX_CONCURRENCY='many': must be an integer"),
         ({"SCHEDULER_MAX_CONCURRENCY": "0"}, "must be at least 1"),
-        ({"SCHEDULER_STORAGE": "postgres"}, "must be one of json, memory, firestore"),
+        ({"SCHEDULER_STORAGE": "mysql"}, "must be one of json, memory, firestore, postgres"),
         ({"SCHEDULER_LEASE_SECONDS": "100"}, "must be below SCHEDULER_LEASE_SECONDS"),
         ({"ENVIRONMENT": "production"}, "AUTH_MODE=disabled is refused when ENVIRONMENT=production"),
         ({"AUTH_MODE": "oidc"}, "OIDC_AUDIENCE is required"),

@@ -31,7 +31,7 @@ from scheduler.jobspec import MAX_YEAR, MIN_YEAR, parse_timestamp
 from scheduler.describe import describe_schedule
 from scheduler.model import Job, JobStatus, Outcome, to_iso
 from scheduler.snapshot import iter_jobs
-from scheduler.timing import zone
+from scheduler.timing import PlannedTime, zone
 from web.context import Crontick, crontick
 from web.openapi import build_openapi
 
@@ -40,6 +40,7 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 MAX_BODY_BYTES = 1 << 20
 MAX_LIST_LIMIT = 1000
 MAX_PREVIEW_COUNT = 100
+FULL_VIEW_COUNT = 10  # GET /jobs/<id>?view=full: the next fire times and the last runs
 MAX_TICKS_SHOWN = 200
 ACTIONS = ("pause", "resume", "run", "release")
 _INT_RE = re.compile(r"^[0-9]{1,9}$")
@@ -248,8 +249,15 @@ def list_jobs():
 
 @bp.get("/jobs/<job_id>")
 def get_job(job_id: str):
-    Query()
-    return _job(crontick().service.get(checked_job_id(job_id)))
+    view = Query("view").choice("view", ("basic", "full"))
+    ct = crontick()
+    job = ct.service.get(checked_job_id(job_id))
+    if view != "full":
+        return _job(job)
+    body = job.to_dict()
+    body["next_fire_times"] = _fire_times(job, ct.service.planned(job, FULL_VIEW_COUNT)) if not job.status.is_final else []
+    body["recent_runs"] = [row.to_dict() for row in ct.store.list_executions(job_id=job.id, limit=FULL_VIEW_COUNT)]
+    return jsonify(body)
 
 
 @bp.patch("/jobs/<job_id>")
@@ -294,8 +302,6 @@ def preview_job(job_id: str):
     count = Query("count").integer("count", 5, minimum=1, maximum=MAX_PREVIEW_COUNT)
     service = crontick().service
     job = service.get(checked_job_id(job_id))
-    tz = zone(job.timezone)
-    times = service.preview(job_id, count)
     return jsonify(
         {
             "job_id": job.id,
@@ -303,9 +309,29 @@ def preview_job(job_id: str):
             "timezone": job.timezone,
             "schedule": {"cron": job.cron, "interval_seconds": job.interval_seconds, "schedule_at": to_iso(job.schedule_at)},
             "description": describe_schedule(job),
-            "fire_times": [{"utc": to_iso(t), "local": _local(t, tz)} for t in times],
+            "fire_times": _fire_times(job, service.planned(job, count)),
         }
     )
+
+
+def _fire_times(job: Job, planned: list[PlannedTime]) -> list[dict[str, Any]]:
+    """Each planned occurrence: ``utc``/``local`` when it runs (jitter included), the
+    nominal ``fire_at``, and ``dst`` where the job's DST policy moved or dropped it."""
+    tz = zone(job.timezone)
+    out = []
+    for p in planned:
+        if p.note == "beyond_calendar":
+            break
+        out.append(
+            {
+                "utc": to_iso(p.run_at),
+                "local": None if p.run_at is None else _local(p.run_at, tz),
+                "fire_at": to_iso(p.fire_at),
+                "dst": p.note,
+                "wall_time": None if p.wall is None else p.wall.isoformat(),
+            }
+        )
+    return out
 
 
 def _local(when: datetime, tz: tzinfo) -> str | None:

@@ -514,14 +514,11 @@ class Conversation:
         return "\n".join(lines)
 
     def _preview(self, job: Job) -> tuple[list[datetime], bool]:
-        """The next :data:`PREVIEW_COUNT` fire times, fewer when a later one would be past
-        year 9999 (fire-time arithmetic raises OverflowError there), and whether that cut them."""
-        for count in range(PREVIEW_COUNT, 0, -1):
-            try:
-                return self.app.service.preview(job.id, count), count < PREVIEW_COUNT
-            except OverflowError:
-                continue
-        return [], True
+        """The next :data:`PREVIEW_COUNT` run times, fewer when a later one would be past
+        year 9999, and whether that cut them."""
+        planned = self.app.service.planned(job, PREVIEW_COUNT)
+        times = [p.run_at for p in planned if p.run_at is not None]
+        return times, any(p.note == "beyond_calendar" for p in planned)
 
 
 class ConflictRefusal(NotUnderstood):

@@ -11,15 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from scheduler import jobspec
-from scheduler.jobspec import JOB_ID_PATTERN
-from scheduler.model import JobStatus, Misfire, Outcome, Overlap, Source
-
-MAX_INTERVAL = jobspec.MAX_INTERVAL_SECONDS
+from scheduler import schema
+from scheduler.model import JobStatus, Outcome, Source
+from scheduler.schema import JOB_ID_PATTERN
 
 
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    return {**schema, "nullable": True}
+def _nullable(spec: dict[str, Any]) -> dict[str, Any]:
+    return {**spec, "nullable": True}
 
 
 _TIMESTAMP = {"type": "string", "format": "date-time"}
@@ -66,101 +64,20 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 
 
 def _job_schema(job_types: list[str]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "additionalProperties": False,
-        "required": [
-            "id", "job_type", "payload", "status", "next_run_at", "fire_at", "created_at", "updated_at",
-            "schedule_at", "cron", "interval_seconds", "timezone", "misfire", "overlap", "misfire_grace_seconds",
-            "max_attempts", "timeout_seconds", "attempts", "last_run_at", "last_outcome", "last_error",
-            "created_by", "idempotency_key", "lease_owner", "lease_until", "lease_epoch", "audit",
-        ],
-        "properties": {
-            "id": {"type": "string"},
-            "job_type": {"type": "string"},
-            "payload": {"type": "object"},
-            "status": {"type": "string", "enum": [s.value for s in JobStatus]},
-            "next_run_at": _nullable(_TIMESTAMP),
-            "fire_at": _nullable(_TIMESTAMP),
-            "created_at": _TIMESTAMP,
-            "updated_at": _TIMESTAMP,
-            "schedule_at": _nullable(_TIMESTAMP),
-            "cron": _nullable({"type": "string"}),
-            "interval_seconds": _nullable({"type": "integer"}),
-            "timezone": {"type": "string"},
-            "misfire": {"type": "string", "enum": [m.value for m in Misfire]},
-            "overlap": {"type": "string", "enum": [o.value for o in Overlap]},
-            "misfire_grace_seconds": {"type": "integer"},
-            "max_attempts": {"type": "integer"},
-            "timeout_seconds": _nullable({"type": "number"}),
-            "attempts": {"type": "integer", "minimum": 0},
-            "last_run_at": _nullable(_TIMESTAMP),
-            "last_outcome": _nullable({"type": "string"}),
-            "last_error": _nullable({"type": "string"}),
-            "created_by": _nullable({"type": "string"}),
-            "idempotency_key": _nullable({"type": "string"}),
-            "lease_owner": _nullable({"type": "string"}),
-            "lease_until": _nullable(_TIMESTAMP),
-            "lease_epoch": {"type": "integer", "minimum": 0},
-            "audit": {
-                "type": "array",
-                "description": "The latest changes made to the job (create, edit, pause, resume, run_now, cancel, release), oldest first.",
-                "items": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "required": ["at", "actor", "action", "detail", "note"],
-                    "properties": {
-                        "at": _TIMESTAMP,
-                        "actor": _nullable({"type": "string"}),
-                        "action": {"type": "string"},
-                        "detail": _nullable({"type": "string"}),
-                        "note": _nullable({"type": "string"}),
-                    },
-                },
-            },
-        },
-    }
+    """A stored job as the API returns it: every field of scheduler.schema, plus the derived ones."""
+    properties = {spec.name: schema.openapi_property(spec) for spec in schema.FIELDS}
+    properties["runs_remaining"] = {"type": "integer", "nullable": True, "description": schema.DERIVED["runs_remaining"]}
+    return {"type": "object", "additionalProperties": False, "required": list(properties), "properties": properties}
 
 
-def _writable_fields(job_types: list[str]) -> dict[str, Any]:
-    return {
-        "payload": {
-            "type": "object",
-            "maxProperties": jobspec.MAX_PAYLOAD_KEYS,
-            "description": (
-                f"JSON object passed to the handler: at most {jobspec.MAX_PAYLOAD_DEPTH} levels deep and "
-                f"{jobspec.MAX_PAYLOAD_BYTES} bytes as compact UTF-8 JSON, finite numbers, valid Unicode."
-            ),
-        },
-        "schedule_at": _nullable({**_TIMESTAMP, "description": "One-off: RFC 3339 time with an offset, years 1970 to 9999."}),
-        "cron": _nullable({"type": "string", "description": "Recurring: 5-field cron expression (or @daily, @hourly ...)."}),
-        "interval_seconds": _nullable({"type": "integer", "minimum": 1, "maximum": MAX_INTERVAL, "description": "Recurring: every N seconds from creation."}),
-        "timezone": {"type": "string", "maxLength": 64, "description": "IANA zone the cron expression is read in (default UTC)."},
-        "misfire": _nullable({"type": "string", "enum": [m.value for m in Misfire]}),
-        "overlap": _nullable(
-            {
-                "type": "string",
-                "enum": [o.value for o in Overlap],
-                "description": (
-                    "Fire times that pass while the previous run still goes: skip (default; each recorded as skipped_overlap), "
-                    "buffer_one (one run right after), buffer_all (each, oldest first), replace (the new occurrence cancels the running one)."
-                ),
-            }
-        ),
-        "misfire_grace_seconds": _nullable({"type": "integer", "minimum": 0, "maximum": MAX_INTERVAL}),
-        "max_attempts": _nullable({"type": "integer", "minimum": 1, "maximum": jobspec.MAX_ATTEMPTS}),
-        "timeout_seconds": _nullable(
-            {
-                "type": "number",
-                "minimum": jobspec.MIN_TIMEOUT_SECONDS,
-                "maximum": jobspec.MAX_TIMEOUT_SECONDS_TASKS,
-                "description": (
-                    "Seconds before a run counts as failed. With SCHEDULER_DISPATCH=inline it must be below the tick "
-                    f"budget (SCHEDULER_TICK_BUDGET_SECONDS); with cloud_tasks up to {jobspec.MAX_TIMEOUT_SECONDS_TASKS:g}."
-                ),
-            }
-        ),
-    }
+def _input_fields(names: frozenset[str], job_type_schema: dict[str, Any]) -> dict[str, Any]:
+    """The writable fields of a create (or PATCH) body, in the schema's order."""
+    out = {spec.name: schema.openapi_property(spec, for_input=True) for spec in schema.FIELDS if spec.name in names}
+    if "job_type" in out:
+        out["job_type"] = job_type_schema
+    if "idempotency_key" in out:
+        out["idempotency_key"]["minLength"] = 1
+    return out
 
 
 def build_openapi(job_types: Iterable[str], *, auth_required: bool = True) -> dict[str, Any]:
@@ -175,19 +92,14 @@ def build_openapi(job_types: Iterable[str], *, auth_required: bool = True) -> di
         "additionalProperties": False,
         "required": ["job_type"],
         "description": "Exactly one of schedule_at, cron, interval_seconds is required.",
-        "properties": {
-            "id": _nullable({"type": "string", "pattern": JOB_ID_PATTERN, "description": "Default: generated."}),
-            "job_type": job_type_schema,
-            **_writable_fields(types),
-            "idempotency_key": _nullable({"type": "string", "minLength": 1, "maxLength": 500, "description": "A repeated create with this key returns the existing job (200)."}),
-        },
+        "properties": _input_fields(schema.CREATE_FIELDS, job_type_schema),
     }
     patch = {
         "type": "object",
         "additionalProperties": False,
         "minProperties": 1,
         "description": "Fields to change; a new schedule replaces the old one. Only pending or paused jobs can be changed.",
-        "properties": _writable_fields(types),
+        "properties": _input_fields(schema.PATCH_FIELDS, job_type_schema),
     }
     execution = {
         "type": "object",
@@ -294,18 +206,31 @@ def build_openapi(job_types: Iterable[str], *, auth_required: bool = True) -> di
                 "properties": {"cron": _nullable({"type": "string"}), "interval_seconds": _nullable({"type": "integer"}), "schedule_at": _nullable(_TIMESTAMP)},
             },
             "description": {"type": "string", "description": "The schedule in plain English, e.g. 'At 09:00, Monday through Friday'."},
-            "fire_times": {
-                "type": "array",
-                "maxItems": 100,
-                "items": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "required": ["utc", "local"],
-                    "properties": {"utc": _TIMESTAMP, "local": _nullable({**_TIMESTAMP, "description": "In the job's time zone."})},
-                },
-            },
+            "fire_times": {"type": "array", "maxItems": 100, "items": _ref("PlannedTime")},
         },
     }
+    planned_time = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["utc", "local", "fire_at", "dst", "wall_time"],
+        "properties": {
+            "utc": _nullable({**_TIMESTAMP, "description": "When it runs (jitter included); null when the DST policy drops it."}),
+            "local": _nullable({**_TIMESTAMP, "description": "The same in the job's time zone."}),
+            "fire_at": _nullable({**_TIMESTAMP, "description": "The nominal fire time (what handlers see as ctx.fire_at)."}),
+            "dst": _nullable({"type": "string", "enum": ["shifted", "dropped", "first", "second"], "description": "What the job's DST policy did to it."}),
+            "wall_time": _nullable({"type": "string", "description": "Cron: the local wall time the expression matched."}),
+        },
+    }
+    job_full = {
+        **_job_schema(types),
+        "description": "GET /api/v1/jobs/{id}?view=full: the job, its next 10 fire times and its last 10 runs.",
+    }
+    job_full["properties"] = {
+        **job_full["properties"],
+        "next_fire_times": {"type": "array", "maxItems": 10, "items": _ref("PlannedTime")},
+        "recent_runs": {"type": "array", "maxItems": 10, "items": _ref("Execution")},
+    }
+    job_full["required"] = list(job_full["properties"])
     error = {
         "type": "object",
         "additionalProperties": False,
@@ -396,7 +321,12 @@ def build_openapi(job_types: Iterable[str], *, auth_required: bool = True) -> di
             },
             "/api/v1/jobs/{job_id}": {
                 "parameters": [_JOB_ID_PARAM],
-                "get": {"operationId": "getJob", "summary": "One job.", "responses": _responses(job_ok, "404")},
+                "get": {
+                    "operationId": "getJob",
+                    "summary": "One job; with view=full also its next 10 fire times and its last 10 runs.",
+                    "parameters": [_query("view", {"type": "string", "enum": ["basic", "full"], "default": "basic"}, "full adds next_fire_times and recent_runs.")],
+                    "responses": _responses({"200": _json({"oneOf": [_ref("Job"), _ref("JobFull")]}, "The job.")}, "404"),
+                },
                 "patch": {
                     "operationId": "patchJob",
                     "summary": "Change a pending or paused job.",
@@ -484,6 +414,8 @@ def build_openapi(job_types: Iterable[str], *, auth_required: bool = True) -> di
             },
             "schemas": {
                 "Job": _job_schema(types),
+                "JobFull": job_full,
+                "PlannedTime": planned_time,
                 "JobCreate": create,
                 "JobPatch": patch,
                 "Execution": execution,
