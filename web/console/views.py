@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -64,7 +65,8 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
-_DATETIME_LOCAL = ("T", 16)  # "2026-01-05T12:00" from <input type=datetime-local>
+# What <input type=datetime-local> sends ("2026-01-05T12:00", seconds optional): read as UTC.
+_DATETIME_LOCAL = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?$")
 
 bp = Blueprint("console", __name__, template_folder="../templates", static_folder="../static", static_url_path="/assets")
 
@@ -256,7 +258,7 @@ def dashboard():
     Query()
     ct = crontick()
     now = ct.clock()
-    report = status_report(ct, ticks=20)
+    report = status_report(ct, ticks=0)  # the ticks are read below, as records
     executions = ct.store.list_executions(since=now - timedelta(hours=24), limit=DASHBOARD_EXECUTIONS)
     hours = figures.hourly_summary(executions, now)
     failures = [e for e in executions if e.outcome in (Outcome.FAILED, Outcome.DEAD)]
@@ -543,8 +545,9 @@ def _form_timestamp(query: Query, name: str) -> datetime | None:
     raw = query.args.get(name)
     if not raw:
         return None
-    if raw[10:11] == _DATETIME_LOCAL[0] and len(raw) in (_DATETIME_LOCAL[1], _DATETIME_LOCAL[1] + 3):
-        raw += "Z" if len(raw) > _DATETIME_LOCAL[1] else ":00Z"  # a datetime-local value: UTC
+    match = _DATETIME_LOCAL.match(raw)
+    if match:
+        raw += "Z" if match.group(1) else ":00Z"
     return strict_timestamp(raw, name)
 
 
