@@ -268,6 +268,15 @@ def check_job(job: Job, limits: JobLimits = DEFAULT_LIMITS) -> Job:
     return job
 
 
+def _never_fires_error(job: Job) -> ValidationError:
+    """Why a new or rescheduled job has no first fire time, naming the field to change."""
+    if job.starts_at is not None and job.ends_at is not None and job.ends_at <= job.starts_at:
+        return ValidationError("ends_at must be after starts_at", "ends_at")
+    if job.ends_at is not None:
+        return ValidationError(f"the schedule has no fire time before ends_at ({job.ends_at.isoformat()})", "ends_at")
+    return ValidationError(f"cron expression {job.cron!r} never fires", "cron")
+
+
 def _never_fires(job: Job) -> bool:
     try:
         return next_fire_after(job, job.updated_at) is None
@@ -442,7 +451,7 @@ def build_job(
     )
     first = first_fire_time(job, now)
     if first is None:
-        raise ValidationError(f"cron expression {job.cron!r} never fires", "cron")
+        raise _never_fires_error(job)
     return check_job(job.replace(next_run_at=run_at(job, first), fire_at=first), limits)
 
 
@@ -465,6 +474,6 @@ def apply_patch(job: Job, data: Any, *, now: datetime, limits: JobLimits = DEFAU
         if job.status in (JobStatus.PENDING, JobStatus.PAUSED):
             first = first_fire_time(rescheduled, now)
             if first is None:
-                raise ValidationError(f"cron expression {rescheduled.cron!r} never fires", "cron")
+                raise _never_fires_error(rescheduled)
             changes.update(next_run_at=run_at(rescheduled, first), fire_at=first)
     return check_job(job.replace(**changes, updated_at=now), limits)
