@@ -9,9 +9,10 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /app
 
-# Dependencies in their own layer: a code change does not reinstall them.
-COPY requirements.txt ./
-RUN pip install --no-cache-dir -r requirements.txt
+# Dependencies in their own layer: a code change does not reinstall them. The runtime lock
+# (`make lock`: every package pinned with its hashes), so each build installs the same files.
+COPY requirements.lock ./
+RUN pip install --no-cache-dir --require-hashes -r requirements.lock
 
 # An unprivileged user; the code stays root-owned and read-only to it. data/ is the
 # JSON store's default directory (SCHEDULER_JSON_PATH=./data/jobs.json), writable by the user.

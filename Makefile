@@ -2,26 +2,44 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+# .venv holds exactly the locked dev set (requirements-dev.lock, hashes checked); `make lock` regenerates the locks.
+STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock | cksum | cut -d' ' -f1)
 # The Cloud Tasks emulator (a real gRPC Cloud Tasks server) pins protobuf<5, which google-cloud-firestore
 # cannot share, so it gets a virtualenv of its own; web/local_tasks.py runs it from there (for make run and the tests).
 TASKS_VENV := .venv-tasks
 TASKS_EMULATOR_REQUIREMENT := gcloud-tasks-emulator>=0.6,<0.7
 TASKS_STAMP := $(TASKS_VENV)/.installed-$(shell echo '$(TASKS_EMULATOR_REQUIREMENT)' | cksum | cut -d' ' -f1)
 
-.PHONY: run test check venv tasks-venv clean bench drills
+.PHONY: run test check venv tasks-venv clean bench drills lock
 
 venv: $(STAMP) $(VENV)/bin/crontick
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements-dev.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
 # `crontick` = `flask --app main`: a launcher script that web/cli_entry.py writes (why not a packaged entry point: there).
 $(VENV)/bin/crontick: $(STAMP) web/cli_entry.py
 	$(PY) -m web.cli_entry --write-launcher $@
+
+## Regenerate requirements.lock (the runtime set: the Dockerfile installs it) and requirements-dev.lock (the dev
+## set: .venv), pinned with hashes, from requirements.txt and requirements-dev.txt. pip-tools runs from a throwaway
+## virtualenv (never .venv), resolves for Python 3.11 (the image's) from the public index alone (this machine's pip
+## configuration is left out, so no local path or mirror ends up in a lock), and keeps the pins that still fit:
+## LOCK_ARGS=--upgrade takes the newest that fit, LOCK_ARGS='--upgrade-package flask' one package. The dev lock is
+## constrained by the runtime lock, so tests run the versions production runs.
+PIP_TOOLS_REQUIREMENT := pip-tools>=7.4,<8
+LOCK_ENV := env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP_CONSTRAINT PIP_CONFIG_FILE=/dev/null CUSTOM_COMPILE_COMMAND="make lock"
+LOCK_FLAGS := --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links --no-emit-trusted-host $(LOCK_ARGS)
+lock:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "make lock resolves for Python 3.11, the image'"'"'s: run it with PYTHON=python3.11")'
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(PYTHON) -m venv "$$tmp/venv" && "$$tmp/venv/bin/pip" install --quiet --disable-pip-version-check '$(PIP_TOOLS_REQUIREMENT)' && \
+	$(LOCK_ENV) "$$tmp/venv/bin/pip-compile" $(LOCK_FLAGS) --output-file requirements.lock requirements.txt && \
+	$(LOCK_ENV) "$$tmp/venv/bin/pip-compile" $(LOCK_FLAGS) --constraint requirements.lock --output-file requirements-dev.lock requirements-dev.txt
+	@echo "requirements.lock and requirements-dev.lock written; make venv installs the new dev lock"
 
 tasks-venv: $(TASKS_STAMP)
 

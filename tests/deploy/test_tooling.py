@@ -91,7 +91,7 @@ def test_dockerfile_shape() -> None:
     assert "PYTHONUNBUFFERED=1" in args["ENV"].split()
     assert "PORT=8080" in args["ENV"].split()
     copies = [arg for op, arg in instructions if op == "COPY"]
-    assert copies[0].split()[0] == "requirements.txt"
+    assert copies[0].split()[0] == "requirements.lock"  # hashes checked: tests/test_locks.py
     pip_at = next(i for i, (op, arg) in enumerate(instructions) if op == "RUN" and "pip install" in arg)
     code_at = next(i for i, (op, arg) in enumerate(instructions) if op == "COPY" and arg.startswith(". "))
     assert ops.index("COPY") < pip_at < code_at
