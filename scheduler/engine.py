@@ -405,6 +405,8 @@ class TickEngine:
         planned = []
         for job in jobs:
             result = results[job.id]
+            if job.backfill_of is not None:  # history says which runs were backfilled
+                result.executions = [dataclasses.replace(e, source=Source.BACKFILL) for e in result.executions]
             settlement = self._plan(job, result, settle_now)
             if result.outcome is not Outcome.DEFERRED:
                 log.log(

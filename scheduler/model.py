@@ -95,6 +95,7 @@ class Source(StrEnum):
     LEGACY_LOOP = "legacy_loop"
     MANUAL = "manual"
     CLOUD_TASKS = "cloud_tasks"  # a dispatched run, delivered to /tasks/run
+    BACKFILL = "backfill"  # a backfilled occurrence (a job with backfill_of), whichever path ran it
 
 
 MAX_CATCH_UP = 100

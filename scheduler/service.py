@@ -15,14 +15,19 @@ latest :data:`~scheduler.model.AUDIT_LIMIT` are kept). A verb that changes nothi
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from scheduler.errors import ConflictError, ValidationError
-from scheduler.jobspec import DEFAULT_LIMITS, JobLimits, apply_patch, build_job, check_text
-from scheduler.model import AUDIT_LIMIT, AuditEntry, Job, JobStatus
-from scheduler.timing import PlannedTime, first_fire_time, next_fire_after, planned_times, run_at
+from scheduler.jobspec import DEFAULT_LIMITS, JobLimits, apply_patch, build_job, check_text, parse_timestamp
+from scheduler.model import AUDIT_LIMIT, AuditEntry, Job, JobStatus, to_iso
+from scheduler.schema import MAX_BACKFILL_RUNS
+from scheduler.timing import PlannedTime, fire_times_after, first_fire_time, next_fire_after, planned_times, run_at
+
+_INSTANT = timedelta(microseconds=1)
 from storage.base import JobStore
 
 
@@ -113,6 +118,49 @@ class JobService:
 
         return self.store.update_job(job_id, change)
 
+    def backfill(self, job_id: str, data: Any, *, actor: str | None = None) -> BackfillResult:
+        """Run each fire time of the job's schedule in ``[start, end)`` once, oldest first.
+
+        Each occurrence becomes a one-off job of its own (``backfill_of`` = this job, id
+        ``<job id>.bf-<fire time>``, idempotency key ``backfill:<job id>@<fire time>``), due
+        now, with the job's type, payload, timeout and attempts; so it is claimed, fenced,
+        retried, dead-lettered and dispatched like any run, and its history carries
+        ``source=backfill``. An occurrence's identity is (job id, fire time): the same
+        backfill asked twice, or at once from two places, adds nothing the second time.
+        At most :data:`~scheduler.schema.MAX_BACKFILL_RUNS` occurrences per request, and no
+        fire time after now.
+        """
+        now = self.clock()
+        request = parse_backfill(data, now=now)
+        job = self.store.get_job(job_id)
+        if not job.is_recurring:
+            raise ConflictError(f"job {job.id} is a one-off job; only recurring jobs can be backfilled (use run now)")
+        if job.backfill_of is not None:
+            raise ConflictError(f"job {job.id} is itself a backfilled occurrence of {job.backfill_of}")
+        limit = request.max_runs or MAX_BACKFILL_RUNS
+        fires: list[datetime] = []
+        try:
+            for fire in fire_times_after(job, request.start - _INSTANT):
+                if fire >= request.end:
+                    break
+                if len(fires) == limit:
+                    if request.max_runs is None:
+                        raise ValidationError(
+                            f"[start, end) holds more than {MAX_BACKFILL_RUNS} fire times; narrow it, or pass max_runs to run the oldest ones", "end"
+                        )
+                    break
+                fires.append(fire)
+        except OverflowError:
+            pass
+        children = [_backfill_child(job, fire, now - _INSTANT * (len(fires) - index), now, actor) for index, fire in enumerate(fires)]
+        added = self.store.add_jobs(children)
+        return BackfillResult(
+            job_id=job.id,
+            fire_times=fires,
+            created=[stored.id for stored, created in added if created],
+            existing=[stored.id for stored, created in added if not created],
+        )
+
     def cancel(self, job_id: str, *, actor: str | None = None, note: str | None = None) -> Job:
         now = self.clock()
         note = check_note(note)
@@ -170,6 +218,67 @@ def check_note(note: Any) -> str | None:
         raise ValidationError(f"note must be at most {MAX_NOTE_CHARS} characters, got {len(note)}", "note")
     check_text(note, "note")
     return note or None
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillRequest:
+    start: datetime
+    end: datetime
+    max_runs: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillResult:
+    job_id: str
+    fire_times: list[datetime]
+    created: list[str]  # occurrence jobs added now
+    existing: list[str]  # occurrences an earlier backfill already added
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "fire_times": [to_iso(t) for t in self.fire_times], "created": self.created, "existing": self.existing}
+
+
+def parse_backfill(data: Any, *, now: datetime) -> BackfillRequest:
+    """``{"start": ..., "end": ..., "max_runs": ...}``; ValidationError naming the field."""
+    if not isinstance(data, dict):
+        raise ValidationError("the backfill must be a JSON object with start and end", None)
+    unknown = sorted(set(data) - {"start", "end", "max_runs"})
+    if unknown:
+        raise ValidationError(f"unknown field {unknown[0]!r}; allowed: end, max_runs, start", unknown[0])
+    for name in ("start", "end"):
+        if data.get(name) is None:
+            raise ValidationError(f"{name} is required (RFC 3339 with an offset)", name)
+    start, end = parse_timestamp(data["start"], "start"), parse_timestamp(data["end"], "end")
+    if end <= start:
+        raise ValidationError("end must be after start", "end")
+    if end > now + timedelta(seconds=1):
+        raise ValidationError(f"end must not be in the future (now is {to_iso(now)}); a backfill replays fire times that passed", "end")
+    max_runs = data.get("max_runs")
+    if max_runs is not None and (isinstance(max_runs, bool) or not isinstance(max_runs, int) or not 1 <= max_runs <= MAX_BACKFILL_RUNS):
+        raise ValidationError(f"max_runs must be an integer from 1 to {MAX_BACKFILL_RUNS}", "max_runs")
+    return BackfillRequest(start, end, max_runs)
+
+
+def _backfill_child(job: Job, fire: datetime, due: datetime, now: datetime, actor: str | None) -> Job:
+    stem = job.id if len(job.id) <= 100 else job.id[:91] + "." + hashlib.sha256(job.id.encode()).hexdigest()[:8]
+    child = Job(
+        id=f"{stem}.bf-{fire:%Y%m%dT%H%M%S}",
+        job_type=job.job_type,
+        payload=job.payload,
+        status=JobStatus.PENDING,
+        next_run_at=due,  # due now; a microsecond apart, so the claim takes them oldest first
+        fire_at=fire,
+        created_at=now,
+        updated_at=now,
+        schedule_at=fire,
+        timezone=job.timezone,
+        max_attempts=job.max_attempts,
+        timeout_seconds=job.timeout_seconds,
+        backfill_of=job.id,
+        created_by=actor,
+        idempotency_key=f"backfill:{job.id}@{to_iso(fire)}",
+    )
+    return _audited(child, now, actor, "backfill", f"of {job.id} at {to_iso(fire)}")
 
 
 def _audited(job: Job, now: datetime, actor: str | None, action: str, detail: str | None = None, note: str | None = None) -> Job:

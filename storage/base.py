@@ -99,6 +99,15 @@ class JobStore(Protocol):
         returned. Raises ConflictError if ``job.id`` is already taken.
         """
 
+    def add_jobs(self, jobs: Sequence[Job]) -> list[tuple[Job, bool]]:
+        """:meth:`add_job` for each of ``jobs``, in order: ``(stored_job, created)`` each.
+
+        A job whose idempotency key or id is already taken is not written and comes back
+        as the stored one with ``created=False`` (never ConflictError), so adding the
+        same batch twice writes nothing the second time. Atomic per job; table stores
+        write the whole batch in one locked write.
+        """
+
     def get_job(self, job_id: str) -> Job:
         """Return the job. Reads one job. Raises JobNotFound."""
 
@@ -201,3 +210,16 @@ class JobStore(Protocol):
 
     def recent_ticks(self, limit: int = 20) -> list[TickRecord]:
         """The most recently started tick records, newest first. Writes nothing."""
+
+
+def add_each(store: JobStore, jobs: Sequence[Job]) -> list[tuple[Job, bool]]:
+    """``add_jobs`` for stores whose unit is one job: ``add_job`` each, a taken id read back."""
+    from scheduler.errors import ConflictError
+
+    out: list[tuple[Job, bool]] = []
+    for job in jobs:
+        try:
+            out.append(store.add_job(job))
+        except ConflictError:
+            out.append((store.get_job(job.id), False))
+    return out

@@ -90,7 +90,7 @@ from typing import TYPE_CHECKING, Any
 from scheduler.errors import ConflictError, JobNotFound, StoreCorrupt, StoreError, StoreUnavailable
 from scheduler.model import Execution, Job, JobStatus, Outcome, RunRef, Settlement, Source, TickRecord
 from storage import firestore_codec as codec
-from storage.base import ClaimResult, ExtendResult, RestoreResult, SettleResult
+from storage.base import ClaimResult, ExtendResult, RestoreResult, SettleResult, add_each
 from storage.firestore_client import EMULATOR_PROJECT, Connection, gapic_api, make_client
 from storage.firestore_indexes import QUERY_SHAPES, QueryShape
 from storage.table import unchanged_by_restore
@@ -375,15 +375,15 @@ class FirestoreStore:
     def _get(self, path: str) -> _Doc:
         return self._get_all(_Paths([path]))[path]
 
-    def _run_query(self, query: Any, what: str) -> list[_Doc]:
-        """One raw RunQuery of ``query`` (a StructuredQuery) on the documents root."""
+    def _run_queries(self, queries: Sequence[Any], what: str) -> list[list[_Doc]]:
+        """Raw RunQuery RPCs of ``queries`` (StructuredQuery messages), all started before any is read."""
 
-        def step(_: int) -> list[_Doc]:
+        def step(_: int) -> list[list[_Doc]]:
             conn = self._connection
-            request = codec.RunQueryRequest(parent=conn.documents_path, structured_query=query)
-            docs = [_Doc(r.document.name, r.document.fields, r.document.update_time) for r in conn.run_query(request, self.rpc_timeout) if r.HasField("document")]
-            self._count_docs(len(docs))
-            return docs
+            streams = [conn.run_query(codec.RunQueryRequest(parent=conn.documents_path, structured_query=query), self.rpc_timeout) for query in queries]
+            out = [[_Doc(r.document.name, r.document.fields, r.document.update_time) for r in stream if r.HasField("document")] for stream in streams]
+            self._count_docs(sum(map(len, out)))
+            return out
 
         return self._retrying(what, step)
 
@@ -527,6 +527,10 @@ class FirestoreStore:
             return job, True
         raise ConflictError(f"a job with id {job.id!r} already exists")
 
+    def add_jobs(self, jobs: Sequence[Job]) -> list[tuple[Job, bool]]:
+        """:meth:`add_job` per job (one transaction each); a taken id returns the stored job."""
+        return add_each(self, jobs)
+
     def get_job(self, job_id: str) -> Job:
         doc = self._get(self._path("jobs", job_id))
         if not doc.exists:
@@ -666,45 +670,43 @@ class FirestoreStore:
             write = codec.set_write(path, fields, marker.update_time)  # take over a stale marker
         raise StoreUnavailable(f"occurrence {tick.occurrence_key!r} is contended; try again")
 
-    def _due_window(self, status: str, field: str, now: datetime, limit: int) -> tuple[list[tuple[_Doc, Job]], dict[str, str], int, bool]:
-        """Up to ``limit + 1`` due jobs (``status``, ``field`` <= now) that decode, as (document, job).
+    def _due_windows(self, now: datetime, limit: int) -> tuple[list[tuple[_Doc, Job]], dict[str, str], int, bool]:
+        """Up to ``limit + 1`` due jobs of each due query that decode, as (document, job);
+        the two queries run side by side (two RPCs, one round trip of waiting).
 
         A document that does not decode is skipped and reported ({id: error}), never
         fatal; since it stays due it would keep taking a place in the window, so the
         window is widened past such documents (at most twice more: extra queries only
         when unreadable documents exist). Also returns the documents read, and
-        whether the window came back full (more may be due).
+        whether a window still full of unreadable documents may hide more due jobs.
         """
-        size = limit + 1
+        todo = {"pending": ("next_run_at", limit + 1), "running": ("lease_until", limit + 1)}
+        decoded: dict[str, list[tuple[_Doc, Job]]] = {}
+        unreadable: dict[str, dict[str, str]] = {}
+        read: dict[str, int] = {}
+        hidden = False
         for _ in range(3):
-            query = codec.structured_query(self.collections["jobs"], (("status", "==", status), (field, "<=", now)), ((field, "ASCENDING"),), size)
-            docs = self._run_query(query, "claim_due_jobs")
-            decoded: list[tuple[_Doc, Job]] = []
-            unreadable: dict[str, str] = {}
-            for doc in docs:
-                try:
-                    decoded.append((doc, self._job_from(doc)))
-                except StoreCorrupt as exc:
-                    unreadable[doc.id] = str(exc)
-            full = len(docs) >= size
-            if not unreadable or not full or len(decoded) > limit:
+            queries = [codec.structured_query(self.collections["jobs"], (("status", "==", status), (field, "<=", now)), ((field, "ASCENDING"),), size) for status, (field, size) in todo.items()]
+            again = {}
+            for (status, (field, size)), docs in zip(todo.items(), self._run_queries(queries, "claim_due_jobs")):
+                decoded[status], unreadable[status], read[status] = [], {}, len(docs)
+                for doc in docs:
+                    try:
+                        decoded[status].append((doc, self._job_from(doc)))
+                    except StoreCorrupt as exc:
+                        unreadable[status][doc.id] = str(exc)
+                full = len(docs) >= size
+                hidden = hidden or (full and bool(unreadable[status]))
+                if unreadable[status] and full and len(decoded[status]) <= limit:
+                    again[status] = (field, limit + 1 + len(unreadable[status]))
+            if not again:
                 break
-            size = limit + 1 + len(unreadable)
-        return decoded, unreadable, len(docs), full
+            todo = again
+        return [pair for pairs in decoded.values() for pair in pairs], {k: v for bad in unreadable.values() for k, v in bad.items()}, sum(read.values()), hidden
 
     def claim_due_jobs(self, *, now: datetime, tick: TickRecord, lease_seconds: float, limit: int) -> ClaimResult:
-        candidates = []
-        unreadable: dict[str, str] = {}
-        checked = 0
-        window_full = False
-        for status, field in (("pending", "next_run_at"), ("running", "lease_until")):
-            decoded, bad, read, full = self._due_window(status, field, now, limit)
-            unreadable.update(bad)
-            checked += read
-            window_full = window_full or (full and bool(bad))
-            for doc, job in decoded:
-                if job.is_due(now):
-                    candidates.append((job.next_run_at or _MIN_TIME, job.id, job, doc))
+        decoded, unreadable, checked, window_full = self._due_windows(now, limit)
+        candidates = [(job.next_run_at or _MIN_TIME, job.id, job, doc) for doc, job in decoded if job.is_due(now)]
         for job_id, error in sorted(unreadable.items()):
             log.error("A stored job cannot be read; the claim skipped it", extra={"json_fields": {"action": "stored_job_unreadable", "job_id": job_id, "error": error}})
         candidates.sort(key=lambda c: (c[0], c[1]))

@@ -97,7 +97,7 @@ from typing import TYPE_CHECKING, Any
 
 from scheduler.errors import ConflictError, JobNotFound, StoreCorrupt, StoreError, StoreUnavailable
 from scheduler.model import Execution, Job, JobStatus, Misfire, Outcome, Overlap, RunRef, Settlement, Source, TickMetrics, TickRecord, to_iso
-from storage.base import ClaimResult, ExtendResult, RestoreResult, SettleResult
+from storage.base import ClaimResult, ExtendResult, RestoreResult, SettleResult, add_each
 from storage.table import unchanged_by_restore
 
 if TYPE_CHECKING:
@@ -722,6 +722,11 @@ class PostgresStore:
                     raise ConflictError(f"a job with id {job.id!r} already exists")
                 # The conflicting job was changed or removed between the two statements: try again.
         raise StoreUnavailable(f"job {job.id!r}: its id or idempotency key kept changing while it was added; try again")
+
+    def add_jobs(self, jobs: Sequence[Job]) -> list[tuple[Job, bool]]:
+        """:meth:`add_job` per job (each its own INSERT ... ON CONFLICT DO NOTHING); a taken id
+        returns the stored job with ``created=False`` instead of raising."""
+        return add_each(self, jobs)
 
     def get_job(self, job_id: str) -> Job:
         with self._connection("get_job") as conn:

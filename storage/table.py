@@ -80,6 +80,22 @@ class JobTable:
         self.dirty = True
         return job, True
 
+    def add_jobs(self, jobs: Sequence[Job]) -> list[tuple[Job, bool]]:
+        keys = {data.get("idempotency_key"): job_id for job_id, data in self.jobs.items() if data.get("idempotency_key") is not None}
+        out: list[tuple[Job, bool]] = []
+        for job in jobs:
+            held = keys.get(job.idempotency_key) if job.idempotency_key is not None else None
+            if held is not None or job.id in self.jobs:
+                existing = held or job.id
+                out.append((_decode(existing, self.jobs[existing]), False))
+                continue
+            self.jobs[job.id] = job.to_dict()
+            if job.idempotency_key is not None:
+                keys[job.idempotency_key] = job.id
+            self.dirty = True
+            out.append((job, True))
+        return out
+
     def get_job(self, job_id: str) -> Job:
         return _decode(job_id, self._get(job_id))
 
@@ -366,6 +382,9 @@ class TableStore:
 
     def add_job(self, job: Job) -> tuple[Job, bool]:
         return self._call("add_job", job)
+
+    def add_jobs(self, jobs: Sequence[Job]) -> list[tuple[Job, bool]]:
+        return self._call("add_jobs", jobs)
 
     def get_job(self, job_id: str) -> Job:
         return self._call("get_job", job_id)

@@ -138,7 +138,7 @@ def test_every_api_route_is_documented(fuzz_app):
     # The actions share one route that parses "<id>:<action>".
     actions = {p for p in documented if p.startswith("/api/v1/jobs/<job_id>:")}
     assert served == (documented - actions) | {"/api/v1/jobs/<target>"}
-    assert {p.rsplit(":", 1)[1] for p in actions} == {"pause", "resume", "run", "release"}
+    assert {p.rsplit(":", 1)[1] for p in actions} == {"pause", "resume", "run", "release", "backfill"}
 
 
 def test_the_job_schema_names_every_job_field(fuzz_app):

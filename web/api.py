@@ -42,7 +42,7 @@ MAX_LIST_LIMIT = 1000
 MAX_PREVIEW_COUNT = 100
 FULL_VIEW_COUNT = 10  # GET /jobs/<id>?view=full: the next fire times and the last runs
 MAX_TICKS_SHOWN = 200
-ACTIONS = ("pause", "resume", "run", "release")
+ACTIONS = ("pause", "resume", "run", "release", "backfill")
 _INT_RE = re.compile(r"^[0-9]{1,9}$")
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 # Strict RFC 3339 (the jobspec parser would also take other ISO 8601 spellings).
@@ -284,17 +284,32 @@ def job_action(target: str):
     checked_job_id(job_id)
     service = crontick().service
     actor = g.crontick_identity.email
+    if action == "backfill":
+        Query()
+        result = service.backfill(job_id, json_body(), actor=actor)
+        return jsonify(result.to_dict()), 201 if result.created else 200
     if action == "pause":
         Query()
-        job = service.pause(job_id, actor=actor)
+        job = service.pause(job_id, actor=actor, note=_optional_note())
     elif action == "resume":
-        job = service.resume(job_id, catch_up=Query("catch_up").boolean("catch_up"), actor=actor)
+        catch_up = Query("catch_up").boolean("catch_up")
+        job = service.resume(job_id, catch_up=catch_up, actor=actor, note=_optional_note())
     elif action == "run":
         Query()
         job = service.run_now(job_id, actor=actor)
     else:
         job = service.release(job_id, force=Query("force").boolean("force"), actor=actor)
     return _job(job)
+
+
+def _optional_note() -> str | None:
+    """Pause and resume take an optional body ``{"note": "..."}``, kept on the job and in its audit."""
+    if not request.get_data(cache=True).strip():
+        return None
+    body = json_body()
+    if not isinstance(body, dict) or set(body) - {"note"}:
+        raise ValidationError('the body must be {"note": "..."} or empty', "note" if isinstance(body, dict) else "body")
+    return body.get("note")
 
 
 @bp.get("/jobs/<job_id>/preview")

@@ -248,15 +248,44 @@ def build_openapi(job_types: Iterable[str], *, auth_required: bool = True) -> di
     job_ok = {"200": _json(job_ref, "The job as it is now.")}
     body = lambda name, text: {"required": True, "content": {"application/json": {"schema": _ref(name)}}, "description": text}  # noqa: E731
 
-    def action(verb: str, summary: str, params: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        return {
-            "post": {
-                "operationId": f"{verb}Job",
-                "summary": summary,
-                "parameters": [_JOB_ID_PARAM, *(params or [])],
-                "responses": _responses(job_ok, "404", "409"),
-            }
+    def action(verb: str, summary: str, params: list[dict[str, Any]] | None = None, *, note: bool = False) -> dict[str, Any]:
+        operation: dict[str, Any] = {
+            "operationId": f"{verb}Job",
+            "summary": summary,
+            "parameters": [_JOB_ID_PARAM, *(params or [])],
+            "responses": _responses(job_ok, "404", "409", *(("413", "415") if note else ())),
         }
+        if note:
+            operation["requestBody"] = {
+                "required": False,
+                "content": {"application/json": {"schema": {
+                    "type": "object", "additionalProperties": False,
+                    "properties": {"note": {"type": "string", "nullable": True, "maxLength": schema.MAX_NOTE_CHARS, "description": "Why; kept on the job and in its audit."}},
+                }}},
+            }
+        return {"post": operation}
+
+    backfill_request = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["start", "end"],
+        "properties": {
+            "start": {**_TIMESTAMP, "description": "Replay fire times from this instant (inclusive)."},
+            "end": {**_TIMESTAMP, "description": "... up to this instant (exclusive), not in the future."},
+            "max_runs": {"type": "integer", "minimum": 1, "maximum": schema.MAX_BACKFILL_RUNS, "nullable": True, "description": "Run only the oldest this many."},
+        },
+    }
+    backfill_result = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["job_id", "fire_times", "created", "existing"],
+        "properties": {
+            "job_id": {"type": "string"},
+            "fire_times": {"type": "array", "items": _TIMESTAMP},
+            "created": {"type": "array", "items": {"type": "string"}, "description": "Ids of the occurrence jobs added now."},
+            "existing": {"type": "array", "items": {"type": "string"}, "description": "Occurrences an earlier backfill already added (not run again)."},
+        },
+    }
 
     bool_schema = {"type": "string", "enum": ["true", "false"]}
     document: dict[str, Any] = {
@@ -339,12 +368,25 @@ def build_openapi(job_types: Iterable[str], *, auth_required: bool = True) -> di
                     "responses": _responses(job_ok, "404", "409"),
                 },
             },
-            "/api/v1/jobs/{job_id}:pause": action("pause", "Pause (a running job's result is then dropped)."),
+            "/api/v1/jobs/{job_id}:pause": action("pause", "Pause (a running job's result is then dropped).", note=True),
             "/api/v1/jobs/{job_id}:resume": action(
                 "resume",
                 "Resume a paused or failed job.",
                 [_query("catch_up", bool_schema, "true: run an overdue fire time instead of skipping to the next.")],
+                note=True,
             ),
+            "/api/v1/jobs/{job_id}:backfill": {
+                "post": {
+                    "operationId": "backfillJob",
+                    "summary": f"Run each fire time in [start, end) once, oldest first (at most {schema.MAX_BACKFILL_RUNS}); asking twice runs nothing twice.",
+                    "parameters": [_JOB_ID_PARAM],
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": backfill_request, "example": {"start": "2026-11-01T00:00:00Z", "end": "2026-11-08T00:00:00Z"}}}},
+                    "responses": _responses(
+                        {"200": _json(backfill_result, "Nothing new: every occurrence was backfilled before."), "201": _json(backfill_result, "Occurrences added.")},
+                        "404", "409", "413", "415",
+                    ),
+                }
+            },
             "/api/v1/jobs/{job_id}:run": action("run", "Make the job due now; its schedule is unchanged."),
             "/api/v1/jobs/{job_id}:release": action(
                 "release",

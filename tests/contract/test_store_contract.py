@@ -437,3 +437,15 @@ def test_a_settle_without_a_tick_writes_no_tick_record(store):
     assert result.applied == ["a1"] and result.lost == []
     assert store.get_job("a1").status is JobStatus.COMPLETED
     assert [t.tick_id for t in store.recent_ticks(10)] == before
+
+
+def test_add_jobs_adds_each_once_and_returns_what_is_stored(store):
+    """add_jobs: created in order; a second call with the same jobs (or a taken id or key) writes nothing."""
+    store.add_job(make_job("taken", payload={"n": "original"}))
+    batch = [make_job("b1", idempotency_key="k1"), make_job("b2"), make_job("taken", payload={"n": "new"})]
+    first = store.add_jobs(batch)
+    assert [(job.id, created) for job, created in first] == [("b1", True), ("b2", True), ("taken", False)]
+    assert first[2][0].payload == {"n": "original"}
+    again = store.add_jobs(batch + [make_job("other-id", idempotency_key="k1")])
+    assert [(job.id, created) for job, created in again] == [("b1", False), ("b2", False), ("taken", False), ("b1", False)]
+    assert sorted(job.id for job in store.list_jobs()) == ["b1", "b2", "taken"]
