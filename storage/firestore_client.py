@@ -49,11 +49,16 @@ EMULATOR_PROJECT = "demo-crontick"
 # gRPC keeps reconnecting to an unreachable server with a backoff growing to 120 s,
 # and by default shares that state between every channel of the process: after an
 # outage even a new client would keep failing for minutes. Reconnect within 1 s.
+# grpc.experimental.ChannelOptions.SingleThreadedUnaryStream: a streaming call (RunQuery,
+# BatchGetDocuments) is read on the calling thread instead of through a thread gRPC
+# spawns per call: an idle tick (two RunQuery RPCs) measured 2.2-3.2 ms p50 in-process
+# on the emulator with it, 4.0-5.5 ms without (200 ticks each, the machine loaded).
 CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
     ("grpc.use_local_subchannel_pool", 1),
+    ("SingleThreadedUnaryStream", 1),
 ]
 _SERVICE = "/google.firestore.v1.Firestore/"
 _CLIENT_CLASS: Any = None
@@ -116,6 +121,8 @@ class Connection:
     """
 
     def __init__(self, client: Any, database: str, count: Callable[[str], None]) -> None:
+        import grpc
+        from google.api_core import exceptions
         from google.api_core.gapic_v1 import client_info, routing_header
 
         from storage import firestore_codec as codec
@@ -135,6 +142,8 @@ class Connection:
             metadata.append(("authorization", "Bearer owner"))  # what the emulator expects (as the library sends it)
         self.metadata = tuple(metadata)
         self._count = count
+        self._rpc_error = grpc.RpcError
+        self._from_grpc_error = exceptions.from_grpc_error
         identity = lambda payload: payload  # noqa: E731 - requests are serialized by the caller (once, sizes checked)
         self._run_query = channel.unary_stream(_SERVICE + "RunQuery", request_serializer=identity, response_deserializer=codec.RunQueryResponse.FromString)
         self._batch_get = channel.unary_stream(_SERVICE + "BatchGetDocuments", request_serializer=identity, response_deserializer=codec.BatchGetDocumentsResponse.FromString)
@@ -145,6 +154,7 @@ class Connection:
         return f"{self.documents_path}/{collection}/{doc_id}"
 
     def run_query(self, request: Any, timeout: float) -> Iterator[Any]:
+        """Starts the RPC at once (so that several queries run side by side); read the iterator."""
         self._count("run_query")
         return self._stream(self._run_query, request.SerializeToString(), timeout)
 
@@ -162,22 +172,23 @@ class Connection:
         return self._unary(self._commit, request.SerializeToString(), timeout)
 
     def _unary(self, stub: Any, payload: bytes, timeout: float) -> Any:
-        import grpc
-        from google.api_core import exceptions
-
         try:
             return stub(payload, timeout=timeout, metadata=self.metadata)
-        except grpc.RpcError as exc:
-            raise exceptions.from_grpc_error(exc) from exc
+        except self._rpc_error as exc:
+            raise self._from_grpc_error(exc) from exc
 
     def _stream(self, stub: Any, payload: bytes, timeout: float) -> Iterator[Any]:
-        import grpc
-        from google.api_core import exceptions
-
         try:
-            yield from stub(payload, timeout=timeout, metadata=self.metadata)
-        except grpc.RpcError as exc:
-            raise exceptions.from_grpc_error(exc) from exc
+            call = stub(payload, timeout=timeout, metadata=self.metadata)
+        except self._rpc_error as exc:
+            raise self._from_grpc_error(exc) from exc
+        return self._read(call)
+
+    def _read(self, call: Any) -> Iterator[Any]:
+        try:
+            yield from call
+        except self._rpc_error as exc:
+            raise self._from_grpc_error(exc) from exc
 
     def close(self) -> None:
         self.transport.close()
