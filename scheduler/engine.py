@@ -135,6 +135,7 @@ class TaskRunOutcome:
     result: str  # "settled", "lease_lost" or "duplicate_delivery"
     outcome: str | None = None  # the run's outcome when it ran
     detail: str | None = None
+    run: PlannedRun | None = None  # what ran and was written back (metrics read it; not in to_dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"job_id": self.job_id, "result": self.result, "outcome": self.outcome, "detail": self.detail}
@@ -385,8 +386,8 @@ class TickEngine:
         settled = self.store.settle_jobs([planned.settlement], tick=None)
         outcome = planned.result.outcome.value
         if settled.lost:
-            return TaskRunOutcome(run.job_id, "lease_lost", outcome=outcome, detail="the lease was taken while the handler ran; its result was not applied")
-        return TaskRunOutcome(run.job_id, "settled", outcome=outcome)
+            return TaskRunOutcome(run.job_id, "lease_lost", outcome=outcome, detail="the lease was taken while the handler ran; its result was not applied", run=planned)
+        return TaskRunOutcome(run.job_id, "settled", outcome=outcome, run=planned)
 
     # -- the run path ---------------------------------------------------------------
     def run_claimed(self, jobs: list[Job], scope: RunScope, *, settle_clock: Callable[[], datetime] | None = None) -> list[PlannedRun]:

@@ -283,3 +283,17 @@ def test_two_deliveries_of_one_task_arriving_together_run_it_once():
     assert runs == ["twice"]
     assert sorted(results) == ["duplicate_delivery"] * 3 + ["settled"]
     assert store.get_job("twice").status is JobStatus.COMPLETED
+
+
+def test_a_dispatched_run_feeds_the_per_run_histograms(config, clock, registry):
+    app = create_app(config | {"METRICS_ENABLED": "true"}, store=MemoryStore(), clock=clock, registry=registry, rng=random.Random(3))
+    store = app.extensions["crontick"].store
+    store.add_job(make_job("m1", now=clock(), due_in=-90))
+    claimed = store.claim_due_jobs(now=clock(), tick=_tick("tick-x"), lease_seconds=300, limit=10).claimed[0]
+    body = {"job_id": "m1", "lease_owner": claimed.lease_owner, "lease_epoch": claimed.lease_epoch, "fire_at": claimed.fire_at.isoformat().replace("+00:00", "Z")}
+    client = app.test_client()
+    assert client.post("/tasks/run", json=body).get_json()["result"] == "settled"
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "crontick_schedule_lag_seconds_count 1" in text
+    assert 'crontick_schedule_lag_seconds_bucket{le="60.0"} 0' in text and 'crontick_schedule_lag_seconds_bucket{le="120.0"} 1' in text  # 90 s late
+    assert 'crontick_run_duration_seconds_count{job_type="log"} 1' in text

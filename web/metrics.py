@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from flask import Blueprint, Flask, Response, current_app
 from werkzeug.exceptions import NotFound
 
-from scheduler.engine import TickOutcome
+from scheduler.engine import PlannedRun, TaskRunOutcome, TickOutcome
 from scheduler.errors import StoreError
 from scheduler.model import JobStatus, Outcome
 from web.context import crontick
@@ -136,16 +136,24 @@ class TickMetricsCollector:
                     self.bucket_counts[index] += 1
             self.duration_count += 1
             self.duration_sum += seconds
-            for run in outcome.runs:
-                job_type = run.settlement.job.job_type
-                for execution in run.settlement.executions:
-                    if execution.outcome not in _RAN:
-                        continue
-                    self.schedule_lag.observe(max((execution.started_at - execution.fire_at).total_seconds(), 0.0))
-                    histogram = self.run_duration.get(job_type)
-                    if histogram is None:
-                        histogram = self.run_duration[job_type] = Histogram(RUN_DURATION_BUCKETS)
-                    histogram.observe(max(execution.duration_ms, 0.0) / 1000.0)
+            self._observe_runs(outcome.runs)
+
+    def observe_runs(self, runs: Iterable[PlannedRun]) -> None:
+        """Runs settled outside a tick (``/tasks/run``): the per-run histograms only."""
+        with self._lock:
+            self._observe_runs(runs)
+
+    def _observe_runs(self, runs: Iterable[PlannedRun]) -> None:
+        for run in runs:
+            job_type = run.settlement.job.job_type
+            for execution in run.settlement.executions:
+                if execution.outcome not in _RAN:
+                    continue
+                self.schedule_lag.observe(max((execution.started_at - execution.fire_at).total_seconds(), 0.0))
+                histogram = self.run_duration.get(job_type)
+                if histogram is None:
+                    histogram = self.run_duration[job_type] = Histogram(RUN_DURATION_BUCKETS)
+                histogram.observe(max(execution.duration_ms, 0.0) / 1000.0)
 
     def render(self) -> list[str]:
         with self._lock:
@@ -168,9 +176,9 @@ class TickMetricsCollector:
             lines.append(f'crontick_tick_duration_seconds_bucket{{le="+Inf"}} {self.duration_count}')
             lines.append(f"crontick_tick_duration_seconds_sum {_number(self.duration_sum)}")
             lines.append(f"crontick_tick_duration_seconds_count {self.duration_count}")
-            _family(lines, "crontick_schedule_lag_seconds", "histogram", "Fire time to start of each run whose handler ran (ticks' runs).")
+            _family(lines, "crontick_schedule_lag_seconds", "histogram", "Fire time to start of each run whose handler ran (ticks' and /tasks/run's runs).")
             self.schedule_lag.render(lines, "crontick_schedule_lag_seconds")
-            _family(lines, "crontick_run_duration_seconds", "histogram", "Handler wall time of each run, by job_type (ticks' runs).")
+            _family(lines, "crontick_run_duration_seconds", "histogram", "Handler wall time of each run, by job_type (ticks' and /tasks/run's runs).")
             for job_type in sorted(self.run_duration):
                 self.run_duration[job_type].render(lines, "crontick_run_duration_seconds", f'job_type="{_label_value(job_type)}"')
             return lines
@@ -190,6 +198,13 @@ def _number(value: float) -> str:
 def register_metrics(app: Flask) -> None:
     app.extensions[EXTENSION] = TickMetricsCollector()
     app.register_blueprint(bp)
+
+
+def observe_task_run(outcome: TaskRunOutcome) -> None:
+    """Called by ``/tasks/run`` with each dispatched run it settled."""
+    collector = current_app.extensions.get(EXTENSION)
+    if collector is not None and outcome.run is not None:
+        collector.observe_runs([outcome.run])
 
 
 def observe_tick(outcome: TickOutcome) -> None:

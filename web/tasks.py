@@ -24,6 +24,7 @@ from flask import Blueprint, jsonify, request
 from scheduler.dispatch import parse_task_body
 from web.api import json_body
 from web.context import crontick
+from web.metrics import observe_task_run
 
 bp = Blueprint("tasks", __name__)
 
@@ -52,4 +53,5 @@ def run_task():
     ct.tasks_verifier.verify(request.headers.get("Authorization"))
     run = parse_task_body(json_body())
     outcome = ct.engine.run_dispatched(run, task=_task_headers())
+    observe_task_run(outcome)
     return jsonify(outcome.to_dict())
