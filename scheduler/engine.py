@@ -163,16 +163,9 @@ def _next_after_success(job: Job, result: RunResult, now: datetime) -> tuple[dat
     and the ``skipped_overlap`` records it leaves."""
     ran = result.executions[-1].fire_at if result.executions else job.fire_at
     if job.overlap is Overlap.BUFFER_ALL and ran is not None:
-        pending: list[datetime] = []
-        for fire in fire_times_after(job, ran):
-            if fire > now:
-                break
-            pending.append(fire)
-            if len(pending) > MAX_CATCH_UP:
-                pending.pop(0)
-        if pending:
-            return pending[0], []
-        return next_fire_after(job, now), []
+        # The same bounds as run_all's catch-up (count and catch_up_window_seconds), one run each.
+        pending = [fire for fire in catch_up_occurrences(job, ran, now)[0] if fire > ran]
+        return (pending[0] if pending else next_fire_after(job, now)), []
     overlapped = _overlapped(job, result.started_at, now)
     if job.overlap is Overlap.BUFFER_ONE and overlapped:
         return overlapped[-1], []
