@@ -4,10 +4,11 @@ keeps the routes."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from scheduler import schema
-from scheduler.model import JobStatus, Outcome, Source
+from scheduler.model import JobStatus, Outcome, Source, TickMetrics
 
 TIMESTAMP = {"type": "string", "format": "date-time"}
 
@@ -77,10 +78,7 @@ def components(types: list[str]) -> dict[str, Any]:
             },
         },
     }
-    metric_names = [
-        "jobs_checked", "jobs_due", "jobs_executed", "jobs_succeeded", "jobs_failed", "jobs_skipped",
-        "jobs_recovered", "jobs_deferred", "jobs_misfired", "lease_lost", "jobs_dispatched", "jobs_dispatch_failed", "runs_abandoned",
-    ]
+    metric_names = [f.name for f in dataclasses.fields(TickMetrics) if f.name != "duration_ms"]  # the counts
     tick = {
         "type": "object",
         "additionalProperties": False,
