@@ -3,7 +3,13 @@
 
 The CLI serves no HTTP, so it reads no HTTP auth settings (``create_app(for_cli=True)``).
 A setting it cannot work with is one line naming the variable (``Error: SCHEDULER_LEASE_SECONDS='abc': must be a number``) and
-exit status 2, never a traceback; a refusal of the store or of the input is exit 1."""
+exit status 2, never a traceback; a refusal of the store or of the input is exit 1.
+
+``jobs add`` and ``jobs edit`` take one option per create (PATCH) field of the job
+schema, derived from :data:`scheduler.schema.FIELDS` (kind -> click type, choices ->
+``click.Choice``, bounds -> ``IntRange``/``FloatRange``, doc -> help), so a new field
+needs no edit here. Every refusal of a ``jobs`` command is one line naming the field
+(and the option), exit 2 for what click itself refuses, 1 for the service's refusals."""
 
 from __future__ import annotations
 
@@ -16,9 +22,10 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 
-from scheduler.errors import ConfigError, CrontickError, HandlerRegistryError
+from scheduler import schema
+from scheduler.errors import ConfigError, CrontickError, HandlerRegistryError, ValidationError
 from scheduler.jobspec import parse_timestamp
-from scheduler.model import Job, JobStatus, Misfire, Outcome, Overlap, Source, to_iso
+from scheduler.model import Job, JobStatus, Outcome, Source, to_iso
 from web.context import crontick
 
 
@@ -42,13 +49,130 @@ def cli_app() -> Flask:
         raise ConfigUsageError(str(exc)) from None
 
 
-def _guard(fn, *args, **kwargs):
+def _guard(fn, *args, options: dict[str, str] | None = None, **kwargs):
+    """Call ``fn``; a refusal becomes one ``Error:`` line. ``options`` maps a refused
+    field to the CLI option that sets it, appended to the message (``(--jitter-seconds)``)."""
     try:
         return fn(*args, **kwargs)
     except ConfigError as exc:
         raise ConfigUsageError(str(exc)) from None
+    except ValidationError as exc:
+        message = " ".join(str(exc).split())
+        field = (exc.field or "").split(".")[0]
+        option = (options or {}).get(field)
+        raise click.ClickException(f"{message} ({option})" if option and option not in message else message) from None
     except CrontickError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(" ".join(str(exc).split())) from None
+
+
+class OneLineCommand(click.Command):
+    """A command whose usage errors (a bad option value, a missing option) are one
+    ``Error:`` line naming the option, without the usage text: exit status 2."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            exc.ctx = None  # UsageError.show prints the usage and a hint only with a context
+            raise
+
+
+class OptionError(click.ClickException):
+    """Input the CLI refuses before the service sees it: one line, exit 2 (as click's own)."""
+
+    exit_code = 2
+
+
+# -- options derived from the job schema ---------------------------------------------
+
+# Option names kept from before the schema existed; every other field is --<name with dashes>.
+_OPTION_NAMES = {"job_type": "--type", "schedule_at": "--at", "interval_seconds": "--every", "timeout_seconds": "--timeout"}
+
+
+def option_name(field: str) -> str:
+    """The CLI option that sets job field ``field`` (``jitter_seconds`` -> ``--jitter-seconds``)."""
+    return _OPTION_NAMES.get(field, "--" + field.replace("_", "-"))
+
+
+# Refused fields of add/edit -> their option; "schedule" is the service's name for "none or several".
+FIELD_OPTIONS = {spec.name: option_name(spec.name) for spec in schema.FIELDS} | {"schedule": "--at, --cron or --every"}
+
+
+class TimestampType(click.ParamType):
+    """RFC 3339 with an offset, checked as the service checks it; passed on as text."""
+
+    name = "timestamp"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            parse_timestamp(value, param.name if param is not None and param.name else "value")
+        except ValidationError as exc:
+            self.fail(exc.message, param, ctx)
+        return value.strip()
+
+
+class JsonObjectType(click.ParamType):
+    """A JSON object given as text (``--payload '{"a": 1}'``)."""
+
+    name = "json"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> dict[str, Any]:
+        if isinstance(value, dict):
+            return value
+        try:
+            parsed = json.loads(value)
+        except (ValueError, RecursionError) as exc:
+            self.fail(f"not JSON: {exc}", param, ctx)
+        if not isinstance(parsed, dict):
+            self.fail(f"must be a JSON object {{...}}, got {type(parsed).__name__}", param, ctx)
+        return parsed
+
+
+def _click_type(spec: schema.FieldSpec) -> click.ParamType:
+    if spec.kind == "choice":
+        return click.Choice(spec.choices)
+    if spec.kind == "integer":
+        low = None if spec.minimum is None else int(spec.minimum)
+        high = None if spec.maximum is None else int(spec.maximum)
+        return click.IntRange(low, high) if low is not None or high is not None else click.INT
+    if spec.kind == "number":
+        return click.FloatRange(spec.minimum, spec.maximum) if spec.minimum is not None or spec.maximum is not None else click.FLOAT
+    if spec.kind == "timestamp":
+        return TimestampType()
+    if spec.kind == "object":
+        return JsonObjectType()
+    if spec.kind == "string":
+        return click.STRING
+    # A new kind must be given a type here rather than be taken as text unchecked.
+    raise ValueError(f"job field {spec.name!r}: no CLI option type for kind {spec.kind!r}")
+
+
+def _default_text(spec: schema.FieldSpec) -> str:
+    if spec.default is None or spec.default == {} or spec.kind == "boolean" and spec.default is False:
+        return ""
+    return f" Default: {json.dumps(spec.default) if not isinstance(spec.default, str) else spec.default}."
+
+
+def schema_options(fields: frozenset[str], *, required: tuple[str, ...] = (), defaults: bool = True) -> list[click.Option]:
+    """One click option per job field in ``fields`` (schema order), each named by
+    :func:`option_name`, passing the field's name to the callback and ``None`` when
+    not given (so the service's default, or for an edit the job's value, stands)."""
+    out: list[click.Option] = []
+    for spec in schema.FIELDS:
+        if spec.name not in fields:
+            continue
+        flag = option_name(spec.name)
+        help_text = spec.doc + (_default_text(spec) if defaults else "")
+        if spec.kind == "boolean":
+            out.append(click.Option([f"{flag}/--no-{flag[2:]}", spec.name], default=None, help=help_text))
+        else:
+            # No default given: click then enforces `required` (an explicit None counts as a value).
+            out.append(click.Option([flag, spec.name], type=_click_type(spec), required=spec.name in required, help=help_text))
+    return out
+
+
+def _given(values: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def _line(job: Job) -> str:
@@ -80,43 +204,50 @@ def register_cli(app: Flask) -> None:
         )
 
     jobs = AppGroup("jobs", help="Manage jobs in the configured store.")
+    jobs.command_class = OneLineCommand
 
-    @jobs.command("add")
-    @click.option("--type", "job_type", required=True, help="registered job type, e.g. log or http_request")
-    @click.option("--payload", default="{}", help="JSON object passed to the handler")
-    @click.option("--cron", default=None, help="5-field cron expression")
-    @click.option("--timezone", default=None, help="IANA zone for --cron (default UTC)")
-    @click.option("--at", "schedule_at", default=None, help="one-off RFC 3339 time with offset")
-    @click.option("--every", "interval_seconds", type=int, default=None, help="interval in seconds")
-    @click.option("--max-attempts", type=int, default=None)
-    @click.option("--misfire", type=click.Choice([m.value for m in Misfire]), default=None)
-    @click.option("--overlap", type=click.Choice([o.value for o in Overlap]), default=None, help="fire times that pass while a run still goes (default skip)")
-    @click.option("--timeout", "timeout_seconds", type=float, default=None, help="seconds before a run counts as failed")
-    @click.option("--idempotency-key", default=None)
-    @click.option("--id", "job_id", default=None, help="job id (default: generated)")
-    def add(job_type, payload, cron, timezone, schedule_at, interval_seconds, max_attempts, misfire, overlap, timeout_seconds, idempotency_key, job_id):
-        """Create a job."""
-        try:
-            payload_obj = json.loads(payload)
-        except ValueError as exc:
-            raise click.BadParameter(f"not JSON: {exc}", param_hint="--payload") from None
-        body = {
-            "job_type": job_type,
-            "payload": payload_obj,
-            "cron": cron,
-            "timezone": timezone,
-            "schedule_at": schedule_at,
-            "interval_seconds": interval_seconds,
-            "max_attempts": max_attempts,
-            "misfire": misfire,
-            "overlap": overlap,
-            "timeout_seconds": timeout_seconds,
-            "idempotency_key": idempotency_key,
-            "id": job_id,
-        }
-        body = {k: v for k, v in body.items() if v is not None}
-        job, created = _guard(crontick().service.create, body, created_by="cli")
+    def add(**values):
+        """Create a job: one schedule (--at, --cron or --every) and any other field of the job schema."""
+        job, created = _guard(crontick().service.create, _given(values), created_by="cli", options=FIELD_OPTIONS)
         click.echo(("created " if created else "exists  ") + _line(job))
+
+    jobs.command("add")(add).params[:0] = schema_options(schema.CREATE_FIELDS, required=("job_type",))
+
+    @click.argument("job_id")
+    @click.option("--note", default=None, help="why, kept in the job's audit (at most 500 characters)")
+    def edit(job_id, note, **values):
+        """Change a pending or paused job (PATCH): only the options given change; a new
+        schedule restarts it from now."""
+        changes = _given(values)
+        if not changes:
+            raise OptionError("nothing to change: give at least one option, e.g. --jitter-seconds 30 (crontick jobs edit --help lists them)")
+        job = _guard(crontick().service.patch, job_id, changes, actor="cli", note=note, options=FIELD_OPTIONS | {"note": "--note"})
+        click.echo("edit: " + _line(job))
+
+    jobs.command("edit")(edit).params.extend(schema_options(schema.PATCH_FIELDS, defaults=False))
+
+    @jobs.command("backfill")
+    @click.argument("job_id")
+    @click.option("--from", "start", required=True, type=TimestampType(), help="the range's start, inclusive: RFC 3339 with an offset")
+    @click.option("--to", "end", required=True, type=TimestampType(), help="the range's end, exclusive, not in the future: RFC 3339 with an offset")
+    @click.option("--max-runs", type=click.IntRange(1, schema.MAX_BACKFILL_RUNS), default=None, help=f"run only the oldest N fire times (default: all, at most {schema.MAX_BACKFILL_RUNS})")
+    def backfill(job_id, start, end, max_runs):
+        """Run each fire time of a recurring job's schedule in [--from, --to) once, oldest
+        first, each as an occurrence job of its own. Asking again adds nothing twice."""
+        request = _given({"start": start, "end": end, "max_runs": max_runs})
+        result = _guard(crontick().service.backfill, job_id, request, actor="cli", options={"start": "--from", "end": "--to", "max_runs": "--max-runs"})
+        click.echo(
+            f"backfill {result.job_id}: {len(result.fire_times)} fire time(s) in [{start}, {end}): "
+            f"created {len(result.created)}, existing {len(result.existing)}"
+        )
+        created, existing = set(result.created), set(result.existing)
+        for fire in result.fire_times:
+            # Occurrence ids end in .bf-<fire time> (JobService.backfill).
+            suffix = f".bf-{fire:%Y%m%dT%H%M%S}"
+            made = next((i for i in result.created if i.endswith(suffix)), None)
+            found = made or next((i for i in result.existing if i.endswith(suffix)), "-")
+            state = "created" if found in created else ("existing" if found in existing else "-")
+            click.echo(f"{to_iso(fire)}  {state:<8}  {found}")
 
     @jobs.command("list")
     @click.option("--status", type=click.Choice([s.value for s in JobStatus]), default=None)
@@ -138,16 +269,25 @@ def register_cli(app: Flask) -> None:
     def _verb(name: str, method: str, help_text: str, **extra_options):
         @click.argument("job_id")
         def command(job_id, **kwargs):
-            job = _guard(getattr(crontick().service, method), job_id, **kwargs)
+            job = _guard(getattr(crontick().service, method), job_id, actor="cli", options={"note": "--note"}, **kwargs)
             click.echo(f"{name}: " + _line(job))
+            if kwargs.get("note") and job.note:
+                click.echo(f"note: {job.note}")
 
         command.__doc__ = help_text
         for option in extra_options.values():
             command = option(command)
         jobs.command(name)(command)
 
-    _verb("pause", "pause", "Pause a job (a running one keeps running, but its result is dropped).")
-    _verb("resume", "resume", "Resume a paused or failed job.", catch_up=click.option("--catch-up", is_flag=True, help="run an overdue fire time instead of skipping to the next"))
+    def note_option():
+        return click.option("--note", default=None, help="why: kept on the job (shown by show) and in its audit, at most 500 characters")
+
+    _verb("pause", "pause", "Pause a job (a running one keeps running, but its result is dropped).", note=note_option())
+    _verb(
+        "resume", "resume", "Resume a paused or failed job.",
+        catch_up=click.option("--catch-up", is_flag=True, help="run an overdue fire time instead of skipping to the next"),
+        note=note_option(),
+    )
     _verb("run", "run_now", "Make a job due now; its schedule is unchanged.")
     _verb("cancel", "cancel", "Cancel a job; the record stays for audit.")
     _verb("release", "release", "Free a stuck lease.", force=click.option("--force", is_flag=True, help="take a live lease too"))
