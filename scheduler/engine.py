@@ -169,8 +169,11 @@ def _next_after_success(job: Job, result: RunResult, now: datetime) -> tuple[dat
     overlapped = _overlapped(job, result.started_at, now)
     if job.overlap is Overlap.BUFFER_ONE and overlapped:
         return overlapped[-1], []
+    if job.overlap is Overlap.REPLACE:  # the heartbeat handed those to the next occurrence: nothing was skipped
+        return next_fire_after(job, now), []
+    last = result.executions[-1] if result.executions else None
     skipped = [
-        Execution(job.id, fire, job.attempts, result.executions[-1].tick_id if result.executions else "", Outcome.SKIPPED_OVERLAP, now, 0.0, "fired while the previous run was still going", result.executions[-1].source if result.executions else Source.MANUAL)
+        Execution(job.id, fire, job.attempts, last.tick_id if last else "", Outcome.SKIPPED_OVERLAP, now, 0.0, "fired while the previous run was still going", last.source if last else Source.MANUAL)
         for fire in overlapped[:MAX_CATCH_UP]
     ]
     return next_fire_after(job, now), skipped

@@ -297,3 +297,28 @@ def test_a_dispatched_run_feeds_the_per_run_histograms(config, clock, registry):
     assert "crontick_schedule_lag_seconds_count 1" in text
     assert 'crontick_schedule_lag_seconds_bucket{le="60.0"} 0' in text and 'crontick_schedule_lag_seconds_bucket{le="120.0"} 1' in text  # 90 s late
     assert 'crontick_run_duration_seconds_count{job_type="log"} 1' in text
+
+
+def test_overlap_replace_cancels_a_running_dispatched_handler_and_refuses_its_settle():
+    """The next occurrence comes while the run still goes: the heartbeat hands it the lease,
+    the handler sees ctx.cancelled, its settle is refused, the new occurrence is pending."""
+    store = MemoryStore()
+    clock = FakeClock()
+    store.add_job(make_job("r", job_type="long", schedule_at=None, interval_seconds=60, overlap=Overlap.REPLACE,
+                           created_at=T0 - timedelta(seconds=60), next_run_at=T0, fire_at=T0))
+    claimed = store.claim_due_jobs(now=T0, tick=_tick("t1"), lease_seconds=0.3, limit=10).claimed[0]
+    seen: list[bool] = []
+
+    def long(job, ctx):
+        clock.advance(61)  # the next fire time (T0+60) passes while this runs
+        seen.append(ctx.cancelled.wait(5))
+
+    settings = SETTINGS.replace(lease_seconds=0.3, tick_budget_seconds=0.2, job_timeout_seconds=0.1)
+    engine = TickEngine(store, registry_with(long=long), settings, rng=random.Random(1), clock=clock)
+    store.update_job("r", lambda job: job.replace(timeout_seconds=10))
+    outcome = engine.run_dispatched(RunRef.of(claimed))
+    assert seen == [True]
+    assert outcome.result == "lease_lost"
+    job = store.get_job("r")
+    assert job.status is JobStatus.PENDING and job.fire_at == T0 + timedelta(seconds=60) and job.lease_owner is None
+    assert [e.outcome for e in store.list_executions(job_id="r")] == [Outcome.LEASE_LOST]

@@ -54,7 +54,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(StoreError)
     def _store(exc: StoreError):
-        log.error("Store unavailable", extra={"json_fields": {"error": str(exc), "error_type": type(exc).__name__}})
+        log.error("Store unavailable", extra={"json_fields": {"action": "store_unavailable", "error": str(exc), "error_type": type(exc).__name__}})
         response = error_response(503, "store_unavailable", f"the job store is unavailable: {exc}")
         response.headers["Retry-After"] = "30"
         return response

@@ -176,9 +176,10 @@ def test_every_task_created_twice_still_runs_each_job_once(tmp_path, tasks_emula
 
 
 def test_a_long_run_is_kept_alive_by_its_heartbeat_and_recovered_after_a_kill(tmp_path, tasks_emulator):
-    """A handler that runs 6 leases long is never claimed again while its heartbeat runs;
-    SIGKILL of the service running it: recovered after one lease, one extra attempt."""
-    lease = 1.5
+    """A handler that runs 6 leases long (60 s under a 10 s lease in the long form) is never
+    claimed again while its heartbeat runs; SIGKILL of the service running it: recovered
+    after one lease, one extra attempt."""
+    lease = size(1.5, 10.0)
     queue = tasks_emulator.create_queue()
     store = JsonFileStore(tmp_path / "data" / "jobs.json")
     store.open()
@@ -229,3 +230,40 @@ def test_a_long_run_is_kept_alive_by_its_heartbeat_and_recovered_after_a_kill(tm
     assert job.status is JobStatus.COMPLETED
     assert [row[2] for row in read_ledger(ledger)] == ["1", "2"]  # one extra attempt
     assert recovered_after >= lease * 0.5  # not before the old lease ran out
+
+
+def test_tasks_delivered_during_a_store_outage_get_503_then_each_job_runs_once(tmp_path, tasks_emulator):
+    """The store goes down after the tick dispatched: /tasks/run answers 503, Cloud Tasks
+    (the emulator) delivers again, and once the store is back every job runs exactly once."""
+    queue = tasks_emulator.create_queue()
+    data = tmp_path / "data"
+    store = JsonFileStore(data / "jobs.json")
+    store.open()
+    ledger = tmp_path / "ledger.txt"
+    count = size(20, 100)
+    for job in ledger_jobs(count, ledger):
+        store.add_job(job)
+    port = free_port()
+    service = _service(tmp_path, "svc", port, port, tasks_emulator, queue, SCHEDULER_JSON_LOCK_TIMEOUT_SECONDS="0.5")
+    try:
+        tasks_emulator.client().pause_queue(name=queue, timeout=10)  # hold the tasks until the store is down
+        status, body = service.post("/cron/tick")
+        assert status == 200 and json.loads(body)["jobs_dispatched"] == count
+        saved = data.with_name("data-saved")
+        data.rename(saved)
+        data.write_text("the store is down\n")
+        tasks_emulator.client().resume_queue(name=queue, timeout=10)
+        deadline = time.monotonic() + 30
+        while "store_unavailable" not in service.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)  # deliveries keep failing (503) and being retried meanwhile
+        data.unlink()
+        saved.rename(data)
+        counts = _wait_all_final(JsonFileStore(data / "jobs.json"), count, timeout=size(60, 180))
+    finally:
+        service.stop()
+    assert counts["completed"] == count
+    per_job = Counter(row[0] for row in read_ledger(ledger))
+    assert len(per_job) == count and set(per_job.values()) == {1}
+    refused = [line for line in _log_lines(service) if line.get("message") == "Store unavailable"]
+    assert refused, "no delivery met the outage"
