@@ -198,7 +198,7 @@ def test_actions_on_the_job_page(client, ct, clock):
     assert client.post("/jobs/a1/pause", data={"csrf_token": t, "note": "db migration"}).headers["Location"] == "/jobs/a1?done=pause"
     assert ct.service.get("a1").status is JobStatus.PAUSED
     page = text(client.get("/jobs/a1?done=pause"))
-    assert "Paused." in page and re.findall(r'data-action="(\w+)"', page) == ["resume", "cancel"]
+    assert "Paused." in page and re.findall(r'data-action="(\w+)"', page) == ["resume", "backfill", "cancel"]
     assert '<tr data-audit="pause"><td>2026-01-05 12:00:00 UTC</td><td>local</td><td>pause</td><td class="note">db migration</td></tr>' in page
     refused = client.post("/jobs/a1/run", data={"csrf_token": t})
     assert refused.status_code == 409 and "job a1 is paused; only pending or failed jobs can be run now" in text(refused)
@@ -400,3 +400,17 @@ def test_empty_figures_say_so(client):
     assert page.count("no runs in the last 24 hours") == 2
     create(client, id="fresh")
     assert "no runs yet" in client.get("/jobs/fresh").get_data(as_text=True)
+
+
+def test_backfill_from_the_job_page(client, ct, clock):
+    create(client, id="hourly", cron="0 * * * *")
+    t = token(client, "/jobs/hourly")
+    done = client.post("/jobs/hourly/backfill", data={"csrf_token": t, "start": "2026-01-05T08:00", "end": "2026-01-05T12:00"})
+    assert done.status_code == 303 and done.headers["Location"] == "/jobs/hourly?done=backfill"
+    children = sorted(job.id for job in ct.store.list_jobs() if job.backfill_of == "hourly")
+    assert children == [f"hourly.bf-20260105T{h:02d}0000" for h in (8, 9, 10, 11)]
+    assert "Backfill requested" in text(client.get("/jobs/hourly?done=backfill"))
+    future = client.post("/jobs/hourly/backfill", data={"csrf_token": t, "start": "2026-01-05T08:00", "end": "2026-01-06T08:00"})
+    assert future.status_code == 400 and "end must not be in the future" in text(future)
+    bad = client.post("/jobs/hourly/backfill", data={"csrf_token": t, "start": "soon", "end": "2026-01-05T08:00"})
+    assert bad.status_code == 400 and "start must be a date and time" in text(bad)

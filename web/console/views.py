@@ -56,7 +56,7 @@ PREVIEW_COUNT = 5
 DETAIL_FIRE_TIMES = 10
 DETAIL_RUNS = 20
 STRIP_RUNS = 50
-ACTIONS = ("pause", "resume", "run", "cancel", "release")
+ACTIONS = ("pause", "resume", "run", "cancel", "release", "backfill")
 BULK_ACTIONS = ("pause", "resume")
 # The vendored htmx: tests check the file against this digest (web/static/vendor/).
 HTMX_FILE = "vendor/htmx-2.0.11.min.js"
@@ -405,7 +405,10 @@ def job_action(job_id: str, action: str):
     form = request.form
     note = form.get("note")
     try:
-        if action == "pause":
+        if action == "backfill":
+            window = {name: _utc_form_value(form.get(name), name) for name in ("start", "end")}
+            service.backfill(job_id, window, actor=_actor())
+        elif action == "pause":
             service.pause(job_id, actor=_actor(), note=note)
         elif action == "resume":
             service.resume(job_id, catch_up=form.get("catch_up") == "yes", actor=_actor(), note=note)
@@ -427,6 +430,15 @@ def job_action(job_id: str, action: str):
         return _render("console/job.html", status, **_detail_context(job, action_errors={action: message}))
     log.info("Console action", extra={"json_fields": {"action": f"console_{action}", "job_id": job_id, "actor": _actor()}})
     return redirect(url_for("console.job_detail", job_id=job_id, done=action), 303)
+
+
+def _utc_form_value(value: str | None, name: str) -> str | None:
+    """A ``datetime-local`` field (``2026-01-05T09:00``, read as UTC) as RFC 3339."""
+    if not value:
+        return None
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?", value):
+        raise ValidationError(f"{name} must be a date and time such as 2026-01-05T09:00", name)
+    return value + (":00" if len(value) == 16 else "") + "Z"
 
 
 # -- create and edit ------------------------------------------------------------------
