@@ -37,12 +37,45 @@ PRIVATE_PARTS: tuple[tuple[str, str, str], ...] = (
     ("google.cloud.firestore_v1.base_client.BaseClient", "_emulator_host", "instance"),  # FIRESTORE_EMULATOR_HOST, read in __init__
     ("google.cloud.firestore_v1.base_client.BaseClient", "_credentials", "instance"),  # set by google.cloud.client.Client
     ("google.cloud.firestore_v1.base_client.BaseClient", "_client_options", "instance"),
-    ("google.cloud.firestore_v1.base_client.BaseClient", "_client_info", "instance"),
     ("google.cloud.firestore_v1.base_client", "_DEFAULT_CHANNEL_OPTIONS", "module"),  # keepalive + message sizes
     ("google.cloud.firestore_v1.base_client", "_GRPC_MSG_SIZE_OPTIONS", "module"),  # message sizes, on the emulator
 )
 # The override below must keep the library's signature: the test checks it too.
 HELPER_PARAMETERS = ("self", "transport", "client_class", "client_module")
+
+
+def private_part_problem(where: str, name: str, kind: str) -> str | None:
+    """Why the private part ``where``.``name`` (see :data:`PRIVATE_PARTS`) is not what this
+    module relies on in the installed google-cloud-firestore, or None if it is."""
+    import importlib
+    import inspect
+
+    from google.cloud.firestore_v1 import __version__
+
+    module_name, _, owner_name = where.rpartition(".") if kind != "module" else (where, "", "")
+    try:
+        owner: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        return f"google-cloud-firestore {__version__}: cannot import {module_name} ({exc}), which storage/firestore_client.py uses for {name}"
+    if owner_name:
+        owner = getattr(owner, owner_name, None)
+        if owner is None:
+            return f"google-cloud-firestore {__version__} has no {where}, whose {name} storage/firestore_client.py uses"
+    if kind == "instance":
+        from google.auth.credentials import AnonymousCredentials
+
+        client = client_class()(project="private-parts-check", credentials=AnonymousCredentials())  # connects to nothing
+        found = name in vars(client)
+    else:
+        found = hasattr(owner, name)
+    if not found:
+        what = "set on every client by __init__" if kind == "instance" else f"a {kind} attribute"
+        return f"google-cloud-firestore {__version__} no longer has {where}.{name} ({what}); storage/firestore_client.py relies on it: see its PRIVATE_PARTS"
+    if name == "_firestore_api_helper":
+        params = tuple(inspect.signature(getattr(owner, name)).parameters)
+        if params != HELPER_PARAMETERS:
+            return f"google-cloud-firestore {__version__} changed {where}.{name}{params}; storage/firestore_client.py overrides it as {HELPER_PARAMETERS}"
+    return None
 
 EMULATOR_PROJECT = "demo-crontick"
 
@@ -84,9 +117,7 @@ def client_class() -> Any:
                 else:
                     options = [*base_client._DEFAULT_CHANNEL_OPTIONS, *CHANNEL_OPTIONS]
                     channel = transport.create_channel(self._target, credentials=self._credentials, options=options)
-                self._transport = transport(host=self._target, channel=channel)
-                self._firestore_api_internal = client_class(transport=self._transport, client_options=self._client_options)
-                client_module._client_info = self._client_info
+                self._firestore_api_internal = client_class(transport=transport(host=self._target, channel=channel), client_options=self._client_options)
             return self._firestore_api_internal
 
     _CLIENT_CLASS = Client

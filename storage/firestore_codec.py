@@ -13,7 +13,7 @@ of its kept executions, oldest first) and ``settled_by``; an execution and a tic
 record likewise, with ``expire_at`` (the TTL field) added. Timestamps are read back
 as aware UTC datetimes truncated to the microsecond.
 
-Value mapping (as google-cloud-firestore's own ``_helpers.encode_value``): None ->
+Value mapping (as google-cloud-firestore's own encoder maps them): None ->
 null, bool -> boolean, int -> integer (int64; a larger int raises ValueError), float
 -> double, str (and str enums) -> string, datetime -> timestamp, dict -> map, list
 and tuple -> array. An empty map or array is stored as one (presence set), as the
@@ -34,7 +34,7 @@ from google.cloud.firestore_v1.types import query as _query
 from google.cloud.firestore_v1.types import write as _write
 
 from scheduler.errors import StoreCorrupt
-from scheduler.model import Execution, Job, Outcome, Source, TickMetrics, TickRecord
+from scheduler.model import AuditEntry, Execution, Job, JobStatus, Misfire, Outcome, Overlap, Source, TickMetrics, TickRecord, from_iso
 
 # The raw (upb) message classes.
 Value = _document.Value.pb()
@@ -52,11 +52,16 @@ StructuredQuery = _query.StructuredQuery.pb()
 
 _UTC = timezone.utc
 _EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
-JOB_DATETIME_FIELDS = ("schedule_at", "next_run_at", "fire_at", "last_run_at", "created_at", "updated_at", "lease_until")
-HIDDEN_FIELDS = ("history", "settled_by")
 JOB_FIELDS = tuple(Job.__dataclass_fields__)  # every Job field, "audit" last
+# Stored as native timestamps (every other job field as its JSON value): the fields typed datetime.
+JOB_DATETIME_FIELDS = tuple(name for name, spec in Job.__dataclass_fields__.items() if "datetime" in str(spec.type))
+HIDDEN_FIELDS = ("history", "settled_by")
 _JOB_KEYS = frozenset(JOB_FIELDS)
 _SCALAR_JOB_FIELDS = tuple(name for name in JOB_FIELDS if name != "audit")
+_STATUSES = {status.value: status for status in JobStatus}
+_MISFIRES = {misfire.value: misfire for misfire in Misfire}
+_OVERLAPS = {overlap.value: overlap for overlap in Overlap}
+_DECODE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, OverflowError)
 _FILTER_OPS = {"==": StructuredQuery.FieldFilter.EQUAL, "<=": StructuredQuery.FieldFilter.LESS_THAN_OR_EQUAL, "<": StructuredQuery.FieldFilter.LESS_THAN}
 _ORDER = {"ASCENDING": StructuredQuery.ASCENDING, "DESCENDING": StructuredQuery.DESCENDING}
 
@@ -106,10 +111,26 @@ def decode_value(v: Any) -> Any:
 
 
 def decode_fields(fields: Any, keys: frozenset[str] | None = None) -> dict[str, Any]:
-    """A document's ``fields`` map as a dict (only ``keys`` when given)."""
-    if keys is None:
-        return {key: decode_value(v) for key, v in fields.items()}
-    return {key: decode_value(v) for key, v in fields.items() if key in keys}
+    """A document's ``fields`` map as a dict (only ``keys`` when given). The common scalar
+    kinds are decoded inline: this loop runs for every field of every job a tick reads."""
+    out: dict[str, Any] = {}
+    for key in fields:
+        if keys is not None and key not in keys:
+            continue
+        v = fields[key]
+        kind = v.WhichOneof("value_type")
+        if kind == "string_value":
+            out[key] = v.string_value
+        elif kind == "null_value":
+            out[key] = None
+        elif kind == "timestamp_value":
+            ts = v.timestamp_value
+            out[key] = _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
+        elif kind == "integer_value":
+            out[key] = v.integer_value
+        else:
+            out[key] = decode_value(v)
+    return out
 
 
 def set_timestamp(ts: Any, value: datetime) -> None:
@@ -161,7 +182,25 @@ def set_value(target: Any, value: Any) -> None:
 
 def put_fields(fields: Any, data: dict[str, Any]) -> None:
     for key, value in data.items():
-        set_value(fields[key], value)
+        _put(fields[key], value)
+
+
+def _put(target: Any, value: Any) -> None:
+    """:func:`set_value` with the common scalar kinds inline (one call per field, not two)."""
+    kind = type(value)
+    if kind is str:
+        target.string_value = value
+    elif value is None:
+        target.null_value = 0
+    elif kind is datetime:
+        delta = value - _EPOCH
+        ts = target.timestamp_value
+        ts.seconds = delta.days * 86400 + delta.seconds
+        ts.nanos = delta.microseconds * 1000
+    elif kind is int:
+        target.integer_value = value
+    else:
+        set_value(target, value)
 
 
 # -- documents --------------------------------------------------------------------------
@@ -176,9 +215,10 @@ def job_fields(job: Job) -> dict[str, Any]:
 
 
 def put_job(fields: Any, job: Job) -> None:
-    """The job's fields into a document's ``fields`` map (what :func:`job_fields` holds)."""
+    """The job's fields into a document's ``fields`` map (what :func:`job_fields` holds,
+    but for the derived ``runs_remaining``, which nothing reads back)."""
     for name in _SCALAR_JOB_FIELDS:
-        set_value(fields[name], getattr(job, name))
+        _put(fields[name], getattr(job, name))
     audit = fields["audit"].array_value
     audit.SetInParent()
     for entry in job.audit:
@@ -203,20 +243,50 @@ def tick_fields(tick: TickRecord, history_days: int) -> dict[str, Any]:
 
 
 def job_from_data(data: dict[str, Any], where: str) -> Job:
-    """The job a document's decoded fields hold, or StoreCorrupt naming ``where``."""
+    """The job a document's decoded fields hold, or StoreCorrupt naming ``where``.
+
+    :meth:`Job.from_dict`'s rules (unknown keys ignored, enum defaults, RFC 3339 strings
+    accepted for the datetime fields), with the enums looked up in dicts: it runs for
+    every job a tick claims."""
     try:
         values = {k: v for k, v in data.items() if k in _JOB_KEYS}
         for name in JOB_DATETIME_FIELDS:
             value = values.get(name)
             if value is not None and (type(value) is not datetime or value.tzinfo is not _UTC):
-                values[name] = plain(value)
-        return Job.from_dict(values)
-    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+                values[name] = from_iso(value) if isinstance(value, str) else plain(value)
+        values["status"] = _STATUSES[values["status"]]
+        values["misfire"] = _MISFIRES[values.get("misfire", "run_once")]
+        values["overlap"] = _OVERLAPS[values.get("overlap", "skip")]
+        audit = values.get("audit")
+        values["audit"] = tuple(AuditEntry.from_dict(entry) for entry in audit) if audit else ()
+        return Job(**values)
+    except _DECODE_ERRORS as exc:
         raise StoreCorrupt(f"Firestore document {where} is not a valid job ({exc!r}); crontick will not overwrite it") from None
 
 
 def job_from_fields(fields: Any, where: str) -> Job:
     return job_from_data(decode_fields(fields, _JOB_KEYS), where)
+
+
+def claimed_job(fields: Any, where: str, now: datetime, owner: str, lease_until: datetime) -> tuple[str, Job] | None:
+    """A due job document as its claim would make it: (the stored status, the claimed job),
+    or None when it is not due at ``now``. Raises StoreCorrupt (naming ``where``) for a
+    document that does not decode. One decode, one Job: no ``replace`` afterwards."""
+    data = decode_fields(fields, _JOB_KEYS)
+    try:
+        status = data["status"]
+        if status == "pending":
+            when = data.get("next_run_at")
+            due = when is not None and when <= now
+        else:
+            until = data.get("lease_until")
+            due = status == "running" and (until is None or until <= now)
+        if not due:
+            return None
+        data.update(status="running", lease_owner=owner, lease_until=lease_until, lease_epoch=data["lease_epoch"] + 1, attempts=data["attempts"] + 1, updated_at=now)
+    except _DECODE_ERRORS as exc:
+        raise StoreCorrupt(f"Firestore document {where} is not a valid job ({exc!r}); crontick will not overwrite it") from None
+    return status, job_from_data(data, where)
 
 
 def execution_from_data(d: dict[str, Any], where: str) -> Execution:
