@@ -258,3 +258,18 @@ def test_gunicorn_hook_is_silent_with_auth_on(tmp_path):
     finally:
         assert server.stop() == 0
     assert ACTION not in server.log()
+
+
+def test_the_repository_gunicorn_conf_loads_the_hook_without_any_flag(tmp_path):
+    """gunicorn reads ./gunicorn.conf.py by default: the image's CMD (run in /app) and any
+    gunicorn started from the repository warn with no -c flag at all."""
+    port = free_port()
+    env = service_env(AUTH_MODE="disabled", SCHEDULER_STORAGE="memory", PORT=str(port))
+    env.pop("GUNICORN_CMD_ARGS", None)
+    server = Gunicorn(env, tmp_path / "gunicorn.log", command=["gunicorn", "--workers", "1", "--threads", "2", "main:app"])
+    try:
+        assert health(server.url) == 200
+    finally:
+        assert server.stop() == 0
+    records = [json.loads(line) for line in server.log().splitlines() if line.startswith("{") and ACTION in line]
+    assert [(r["severity"], r["address"]) for r in records] == [("WARNING", f"0.0.0.0:{port}")]

@@ -3,7 +3,8 @@
 gunicorn binds ``HOST:PORT`` (default ``127.0.0.1:8080``): loopback, because ``make
 run`` disables auth. ``HOST=0.0.0.0`` (or any non-loopback address) serves the network,
 and with ``AUTH_MODE=disabled`` that start is announced by a WARNING
-(``action: auth_disabled_on_network``, see web/exposure.py) in the log and on stderr.
+(``action: auth_disabled_on_network``, see web/exposure.py) in the log and on stderr,
+by the repository's gunicorn.conf.py hook, which every gunicorn start runs.
 
 The ticker POSTs to the service's own ``/cron/tick`` every
 ``SCHEDULER_LOCAL_TICK_SECONDS`` (default 60), so jobs run with no cloud at all.
@@ -36,6 +37,7 @@ import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 import time
 import urllib.error
 import urllib.request
@@ -43,11 +45,12 @@ from collections.abc import MutableMapping
 
 from scheduler.errors import ConfigError
 from scheduler.settings import Settings
-from web.exposure import format_address, warn_if_exposed
+from web.exposure import format_address
 from web.local_tasks import QUEUE as LOCAL_QUEUE
 from web.local_tasks import TasksEmulator, TasksEmulatorUnavailable
 from web.logs import configure_logging
 
+GUNICORN_CONF = Path(__file__).resolve().parent.parent / "gunicorn.conf.py"  # the exposure warning hook
 log = logging.getLogger("crontick.devserver")
 
 
@@ -137,7 +140,6 @@ def main() -> int:
     configure_logging(settings)
     bind = format_address(settings.host, port)
     base = _local_url(settings.host, port)
-    warn_if_exposed(settings, [bind])
     stop = threading.Event()
 
     def _stop(signum, frame):  # noqa: ARG001
@@ -153,7 +155,7 @@ def main() -> int:
         if os.environ.get("CRONTICK_DEMO_JOB", "true").lower() not in ("0", "false", "no"):
             _add_demo_job()
         server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", "1", "--threads", "8", "--timeout", "0", "main:app"],
+            [sys.executable, "-m", "gunicorn", "--config", str(GUNICORN_CONF), "--bind", bind, "--workers", "1", "--threads", "8", "--timeout", "0", "main:app"],
         )
         if not _wait_healthy(base, server):
             log.error("gunicorn did not become healthy")
