@@ -23,6 +23,15 @@ the DST rules of :mod:`scheduler.timing`; a one-off wall time that does not exis
 
 Refusals are :class:`~scheduler.errors.ValidationError` (field ``"when"``) whose
 message starts ``not understood:`` and quotes the part that was not.
+
+Points in time (:func:`parse_instant`, :func:`parse_range`: Chat's ``starting=``,
+``until=`` and ``backfill <id> from <time> to <time>``), past or future::
+
+    now | 3d ago | 2h30m ago | in 2w
+    2026-06-30 | on 2026-06-30                         00:00 that day, in the zone
+    2026-06-30 18:00 | 2026-06-30T18:00 | 2026-06-30 at 6pm
+    today | yesterday | tomorrow [at] [9:00]           00:00 without a time
+    2026-06-30T18:00:00+02:00 | 2026-06-30T16:00Z      an explicit offset: no zone needed
 """
 
 from __future__ import annotations
@@ -521,3 +530,108 @@ def local_to_utc(day: date, clock: time, tz: ZoneInfo) -> datetime:
                 naive = probe
                 break
     return _utc(naive.replace(tzinfo=tz, fold=0))
+
+
+# --- points in time: starting=, until=, backfill from .. to .. ------------------------
+
+INSTANT_EXAMPLES = '"2026-06-30", "2026-06-30 18:00", "yesterday 9:00", "3d ago", "in 2w", "now"'
+_OFFSET_RE = re.compile(r"\d{4}-\d{2}-\d{2}t\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:z|[+-]\d{2}:\d{2})")
+_DAY_WORDS = {"yesterday": -1, "today": 0, "tomorrow": 1}
+
+
+def parse_instant(text: str, *, now: datetime, tz: str = "UTC") -> datetime:
+    """The whole of ``text`` is one point in time, past or future (forms in the module
+    docstring); returned in UTC. Wall times are read in ``tz`` with the rules of
+    :func:`local_to_utc`. Refusals as for :func:`parse_when` (field ``"when"``)."""
+    if not isinstance(text, str):
+        raise not_understood(repr(text), "expected text")
+    toks = _Tokens(text)
+    instant = _instant(toks, now=now, tz=zone(canonical_zone(tz)))
+    if toks.rest():
+        raise not_understood(toks.rest(), f'nothing may follow the time "{toks.span(0, toks.i)}"')
+    return instant
+
+
+def parse_range(text: str, *, now: datetime, tz: str = "UTC") -> tuple[datetime, datetime]:
+    """``from <time> to <time>`` (each as :func:`parse_instant` reads it): ``(start, end)``
+    in UTC. Whether the range is the right way round is the caller's rule, not a
+    matter of parsing."""
+    if not isinstance(text, str):
+        raise not_understood(repr(text), "expected text")
+    toks = _Tokens(text)
+    example = 'e.g. "from 2026-01-01 to 2026-01-05" or "from 3d ago to now"'
+    if toks.peek() != "from":
+        raise not_understood(toks.raw() or text, f'expected "from <time> to <time>", {example}')
+    toks.take()
+    tz_info = zone(canonical_zone(tz))
+    start = _instant(toks, now=now, tz=tz_info, stop="to")
+    if toks.peek() != "to":
+        raise not_understood(toks.rest() or toks.span(0, toks.i), f'expected "to <time>" after the start, {example}')
+    toks.take()
+    end = _instant(toks, now=now, tz=tz_info, stop="to")
+    if toks.rest():
+        raise not_understood(toks.rest(), f'nothing may follow the end time, {example}')
+    return start, end
+
+
+def _instant(toks: _Tokens, *, now: datetime, tz: ZoneInfo, stop: str | None = None) -> datetime:
+    word = toks.peek()
+    if word in ("at", "on"):
+        toks.take()
+        word = toks.peek()
+    if word is None or word == stop:
+        raise not_understood(toks.span(max(toks.i - 1, 0), toks.i), f"a time is missing; for example {INSTANT_EXAMPLES}")
+    start = toks.i
+    try:
+        if word == "now":
+            toks.take()
+            return _utc(now)
+        if word == "in":
+            toks.take()
+            return _utc(now) + timedelta(seconds=_bounded(toks, start, "in"))
+        if _OFFSET_RE.fullmatch(word):
+            raw = toks.raw().upper()
+            toks.take()
+            try:
+                return _utc(datetime.fromisoformat(raw))
+            except ValueError as exc:
+                raise not_understood(raw, f"not a time ({exc})") from None
+        m = _DATETIME_RE.fullmatch(word)
+        if m:
+            toks.take()
+            year, month, dom, hour, minute, second = (int(g) if g else 0 for g in m.groups())
+            return local_to_utc(_mk_date(year, month, dom, word), _mk_time(hour, minute, second, word), tz)
+        if _DATE_RE.fullmatch(word):
+            day = _date(toks, "")
+            return local_to_utc(day, _optional_time(toks, day.isoformat()), tz)
+        if word in _DAY_WORDS:
+            toks.take()
+            day = now.astimezone(tz).date() + timedelta(days=_DAY_WORDS[word])
+            return local_to_utc(day, _optional_time(toks, word), tz)
+        if word[0].isdigit():
+            seconds = _bounded(toks, start, "")
+            if toks.peek() != "ago":
+                raise not_understood(toks.span(start, toks.i), 'add "ago" ("3d ago") or put "in" before it ("in 3d")')
+            toks.take()
+            return _utc(now) - timedelta(seconds=seconds)
+    except OverflowError:
+        raise not_understood(toks.span(start, max(toks.i, start + 1)), "that date is out of range") from None
+    raise not_understood(toks.raw(), f"expected a time such as {INSTANT_EXAMPLES}")
+
+
+def _bounded(toks: _Tokens, start: int, before: str) -> int:
+    seconds = _duration(toks, before)
+    if seconds > MAX_DELAY_SECONDS:
+        raise not_understood(toks.span(start, toks.i), "the duration must be under 10 years")
+    return seconds
+
+
+def _optional_time(toks: _Tokens, before: str) -> time:
+    """The time of day after a date, or 00:00 when none follows."""
+    word = toks.peek()
+    if word == "at":
+        toks.take()
+        return _time(toks, f"{before} at")
+    if word is not None and (word in ("noon", "midday", "midnight") or _TIME_RE.fullmatch(word)):
+        return _time(toks, before)
+    return time(0, 0)

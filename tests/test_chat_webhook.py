@@ -550,7 +550,7 @@ def test_every_day_at_2_30_in_berlin_across_the_spring_switch(chat: Chat, clock:
     assert reply.splitlines()[2:] == [
         "Next 3 runs (Europe/Berlin / UTC):",
         "• Sat 2026-03-28 02:30 CET (01:30 UTC)",
-        "• Sun 2026-03-29 03:00 CEST (01:00 UTC)",
+        "• Sun 2026-03-29 03:00 CEST (01:00 UTC) (DST: no 02:30 that day, run at the end of the gap)",
         "• Mon 2026-03-30 02:30 CEST (00:30 UTC)",
     ]
 
@@ -560,7 +560,7 @@ def test_every_day_at_2_30_in_berlin_across_the_autumn_switch(chat: Chat, clock:
     _, reply = chat.create("remind every day at 2:30 tz=Europe/Berlin coffee")
     assert reply.splitlines()[-3:] == [
         "• Sat 2026-10-24 02:30 CEST (00:30 UTC)",
-        "• Sun 2026-10-25 02:30 CEST (00:30 UTC)",  # the first of the two 02:30s, once
+        "• Sun 2026-10-25 02:30 CEST (00:30 UTC) (DST: the first of two 02:30s)",  # once
         "• Mon 2026-10-26 02:30 CET (01:30 UTC)",
     ]
 
@@ -916,7 +916,12 @@ def test_fmt_is_total_at_both_ends(when: datetime, tz_name: str, text: str) -> N
 @pytest.mark.parametrize("text", ["help", "HELP", "?", ""])
 def test_help_lists_commands_with_examples(chat: Chat, text: str) -> None:
     reply = chat.say(text)
-    for fragment in ("`remind <when> <text>`", "`schedule <when> <job_type> [json payload]`", "`list`", "`show <id>`", "`history <id>`", "`pause <id>`", "`resume <id>`", "`run <id>`", "`cancel <id>`", "`in 10m`", 'cron "0 9 * * 1-5"', "tz=Europe/Paris"):
+    for fragment in (
+        "`remind <when> <text> [options]`", "`schedule <when> <job_type> [json payload] [options]`", "`list`", "`show <id>`", "`history <id>`",
+        "`pause <id> [note]`", "`resume <id> [note]`", "`run <id>`", "`cancel <id>`", "`backfill <id> from <time> to <time> [runs=N]`", "`in 10m`",
+        'cron "0 9 * * 1-5"', "tz=Europe/Paris", "`jitter=30s`", "`overlap=skip|buffer_one|buffer_all|replace`", "`dst=shift|skip`",
+        "`dst_repeat=first|second|both`", "`starting=<time>`", "`until=<time>`", "`runs=N`", "`pause-on-failure`", "`3d ago`",
+    ):  # fmt: skip
         assert fragment in reply
 
 
@@ -1015,7 +1020,7 @@ def test_store_outage_is_a_200_apology(chat: Chat, monkeypatch: pytest.MonkeyPat
 
 # --- property: malformed and hostile texts ----------------------------------------------------
 
-COMMANDS = {"help", "?", "remind", "schedule", "list", "jobs", "show", "history", "pause", "resume", "run", "cancel"}
+COMMANDS = {"help", "?", "remind", "schedule", "list", "jobs", "show", "history", "pause", "resume", "run", "cancel", "backfill"}
 HOSTILE = st.sampled_from(
     [
         "💥", "\u202e\u202d", "\x00", "'; DROP TABLE jobs;--", "${jndi:ldap://x/a}", "{{7*7}}", "<script>alert(1)</script>",
@@ -1051,12 +1056,14 @@ MALFORMED = st.one_of(
     .map(lambda t: f"schedule in 10m log {t}"),
     st.builds(
         lambda verb, a, bad, b: f"{verb} {a}{bad}{b}",
-        st.sampled_from(["show", "history", "pause", "resume", "run", "cancel"]),
+        st.sampled_from(["show", "history", "pause", "resume", "run", "cancel", "backfill"]),
         st.from_regex(r"[A-Za-z0-9]{0,5}", fullmatch=True),
         st.sampled_from(list(BAD_ID_CHARS)),
         st.from_regex(r"[A-Za-z0-9]{0,5}", fullmatch=True),
     ),
-    st.builds(lambda verb, a, b: f"{verb} {a} {b}", st.sampled_from(["show", "pause", "cancel"]), st.from_regex(r"[a-f0-9]{12}", fullmatch=True), SYMBOLS),
+    # (pause and resume take a note after the id: "pause <id> <words>" is well formed)
+    st.builds(lambda verb, a, b: f"{verb} {a} {b}", st.sampled_from(["show", "history", "cancel"]), st.from_regex(r"[a-f0-9]{12}", fullmatch=True), SYMBOLS),
+    st.builds(lambda a, b: f"remind every day at 9:00 x {a}={b}", st.from_regex(r"[a-su-z][a-z_-]{0,10}", fullmatch=True).filter(lambda k: k.replace("-", "_").lower() not in ("jitter", "overlap", "dst", "dst_gap", "dst_repeat", "starting", "until", "runs", "tz", "timezone", "pause_on_failure")), JUNK.map(lambda t: "".join(t.split())[:20])),
     st.builds(lambda w: f"list {w}", SYMBOLS),
     st.just("remind in 10m").map(lambda t: t + " " * 3),
 )
@@ -1079,3 +1086,244 @@ def test_malformed_and_hostile_texts_are_explained(make_chat) -> None:
 
     check()
     assert len(seen) >= 200
+
+
+# --- options of remind and schedule: the job schema's new fields -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "fields", "message"),
+    [
+        (
+            "remind every day at 9:00 stand-up jitter=2m overlap=buffer_one dst=skip dst_repeat=both runs=10 pause-on-failure until=2026-06-30 starting=2026-02-01",
+            {"cron": "0 9 * * *", "jitter_seconds": 120, "overlap": "buffer_one", "dst_gap": "skip", "dst_repeat": "both", "max_runs": 10,
+             "pause_on_failure": True, "ends_at": at(2026, 6, 30), "starts_at": at(2026, 2, 1)},
+            "stand-up",
+        ),
+        (  # right after the <when>, a value with spaces in quotes
+            'remind every weekday at 9:00 tz=Europe/Paris jitter=30s until="2026-06-30 18:00" stand-up at 9:05',
+            {"timezone": "Europe/Paris", "jitter_seconds": 30, "ends_at": at(2026, 6, 30, 16), "starts_at": None},
+            "stand-up at 9:05",
+        ),
+        (  # names: any case, '-' or '_', dst_gap= for dst=; pause_on_failure=no
+            "remind every day at 9:00 Jitter=90 DST-Repeat=second dst_gap=skip Pause_On_Failure=no x",
+            {"jitter_seconds": 90, "dst_repeat": "second", "dst_gap": "skip", "pause_on_failure": False},
+            "x",
+        ),
+        (  # a tz= among the options after the <when> reads the <when> in that zone
+            "remind at 9:00 jitter=0 tz=Asia/Tokyo water",
+            {"timezone": "Asia/Tokyo", "schedule_at": at(2026, 1, 6, 0, 0), "jitter_seconds": 0},
+            "water",
+        ),
+        (  # Chat's typographic quotes, a relative time, timezone= for tz=
+            "remind every day at 9:00 x until=\u201cin 30d\u201d timezone=Europe/Berlin",
+            {"timezone": "Europe/Berlin", "ends_at": at(2026, 2, 4, 12)},
+            "x",
+        ),
+        ('schedule every 15m log {"note": "x=1"} runs=3 jitter=1m', {"payload": {"note": "x=1"}, "max_runs": 3, "jitter_seconds": 60, "interval_seconds": 900}, None),
+        ('schedule every 15m overlap=replace log {"note": "hi"}', {"payload": {"note": "hi"}, "overlap": "replace"}, None),
+    ],
+)  # fmt: skip
+def test_options_set_the_new_fields(chat: Chat, text: str, fields: dict[str, Any], message: str | None) -> None:
+    job, _ = chat.create(text)
+    for field, value in fields.items():
+        assert getattr(job, field) == value, (field, getattr(job, field))
+    if message is not None:
+        assert job.payload["text"] == message
+
+
+def test_the_reply_lists_the_options_set(chat: Chat) -> None:
+    job, reply = chat.create("remind every day at 9:00 stand-up jitter=2m overlap=buffer_one runs=10 pause-on-failure until=2026-06-30 starting=2026-02-01 tz=Europe/Paris")
+    assert reply.splitlines()[:7] == [
+        f"Scheduled `{job.id}` (chat_message): every day at 09:00 (Europe/Paris time).",
+        "Message: stand-up",
+        "Options: jitter=2m overlap=buffer_one pause-on-failure",
+        "Starting Sun 2026-02-01 00:00 CET (2026-01-31 23:00 UTC)",
+        "Until Tue 2026-06-30 00:00 CEST (2026-06-29 22:00 UTC)",
+        "Runs remaining: 10 of 10",
+        "Next 3 runs (Europe/Paris / UTC):",
+    ]
+    # jittered (by up to 2 minutes, derived from the job id and the fire time), from starting= on
+    runs = [line for line in reply.splitlines() if line.startswith("• ")]
+    assert [line[:17] for line in runs] == ["• Sun 2026-02-01 ", "• Mon 2026-02-02 ", "• Tue 2026-02-03 "]
+    assert all(line[17:22] in ("09:00", "09:01", "09:02") for line in runs), runs
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("remind in 10m x mode=fast", 'not understood: unknown option "mode=fast"; the options are `jitter=`, `overlap=`, `dst=`, `dst_repeat=`, `starting=`, `until=`, `runs=`, `pause-on-failure`, `tz=`\nExample: `remind every weekday at 9:00 stand-up jitter=2m until=2026-06-30`'),
+        ("remind every day at 9:00 x overlap=queue", 'not understood: "overlap=queue" - overlap= is one of skip, buffer_one, buffer_all, replace'),
+        ("remind every day at 9:00 x dst=never", 'not understood: "dst=never" - dst= is one of shift, skip'),
+        ("remind every day at 9:00 x dst_repeat=3", 'not understood: "dst_repeat=3" - dst_repeat= is one of first, second, both'),
+        ("remind every 15m x dst=skip", 'not understood: dst= and dst_repeat= apply to wall-clock schedules ("every day at 2:30", cron), not to "every 15m"'),
+        ("remind in 10m x dst_repeat=both", 'not understood: dst= and dst_repeat= apply to wall-clock schedules ("every day at 2:30", cron), not to "in 10m"'),
+        ("remind every 15m x jitter=abc", 'not understood: "jitter=abc" - jitter= is seconds or a duration: jitter=30s, jitter=5m, jitter=1h'),
+        ("remind every 15m x jitter=", 'not understood: "jitter=" - jitter= is seconds or a duration'),
+        ("remind every 15m x jitter=600", "not understood: jitter_seconds (600) must be at most half the period (450 s) (option jitter=)"),
+        ("remind every 15m x jitter=2h", "not understood: jitter_seconds must be between 0 and 3600, got 7200 (option jitter=)"),
+        ("remind every 15m x runs=ten", 'not understood: "runs=ten" - runs= is a whole number of runs, e.g. runs=10'),
+        ("remind every 15m x runs=0", "not understood: max_runs must be between 1 and 1000000000, got 0 (option runs=)"),
+        ("remind every day at 9:00 x until=2026-01-01", "not understood: the schedule has no fire time before ends_at (2026-01-01T00:00:00+00:00) (option until=)"),
+        ("remind every day at 9:00 x starting=2026-03-01 until=2026-02-01", "not understood: ends_at must be after starts_at (option until=)"),
+        ("remind every day at 9:00 x until=soon", 'not understood: until= "soon" - expected a time such as "2026-06-30", "2026-06-30 18:00"'),
+        ('remind every day at 9:00 x until="in 2d', "not understood: `until=\"in 2d` has no closing quote"),
+        ("remind every day at 9:00 x starting=3d ago", 'not understood: "starting=3d" is in the middle of the text; options go at the end of the command (or right after the time), and a value with spaces goes in quotes'),
+        ("remind every day at 9:00 x jitter=1m jitter=2m", "not understood: give jitter= once"),
+        ("remind every day at 9:00 x tz=UTC tz=Europe/Paris", "not understood: give one time zone (tz=...)"),
+        ("remind every day at 9:00 jitter=1m tz=Asia/Tokyo x tz=UTC", "not understood: give one time zone (tz=...)"),
+        ("remind every day at 9:00 x pause-on-failure=maybe", 'not understood: "pause-on-failure=maybe" - write pause-on-failure (or pause-on-failure=no)'),
+        ('schedule every 15m log {"a": 1} colour=red', 'not understood: unknown option "colour=red"'),
+        ("remind every day at 9:00 x tz=Mars/Base", 'not understood: "tz=Mars/Base" - unknown time zone'),
+    ],
+)
+def test_option_refusals_name_the_option_and_store_nothing(chat: Chat, text: str, fragment: str) -> None:
+    reply = chat.say(text)
+    assert reply.startswith("Sorry, "), reply
+    assert fragment in reply, reply
+    assert chat.jobs() == []
+
+
+def test_a_reminder_text_may_start_with_an_unknown_name_value_word(chat: Chat) -> None:
+    job, _ = chat.create("remind in 10m e=mc2 explained")
+    assert job.payload["text"] == "e=mc2 explained"
+
+
+def test_show_lists_the_fields_set_and_marks_what_dst_did(chat: Chat, clock: FakeClock) -> None:
+    clock.set(at(2026, 3, 27, 12, 0))
+    job, _ = chat.create("remind every day at 2:30 tz=Europe/Berlin coffee dst=skip runs=5 jitter=0")
+    assert chat.say(f"show {job.id}").splitlines()[:9] == [
+        f"`{job.id}` (chat_message) is pending: every day at 02:30 (Europe/Berlin time).",
+        "Message: coffee",
+        "Options: dst=skip",
+        "Runs remaining: 5 of 5",
+        "Next 3 runs (Europe/Berlin / UTC):",
+        "• Sat 2026-03-28 02:30 CET (01:30 UTC)",
+        "• Sun 2026-03-29 02:30 (Europe/Berlin): not run (DST: no 02:30 that day, dst=skip)",
+        "• Mon 2026-03-30 02:30 CEST (00:30 UTC)",
+        "• Tue 2026-03-31 02:30 CEST (00:30 UTC)",
+    ]
+    clock.set(at(2026, 10, 23, 12, 0))
+    both, _ = chat.create("remind every day at 2:30 tz=Europe/Berlin coffee dst_repeat=both")
+    assert chat.say(f"show {both.id}").splitlines()[2:7] == [
+        "Options: dst_repeat=both",
+        "Next 3 runs (Europe/Berlin / UTC):",
+        "• Sat 2026-10-24 02:30 CEST (00:30 UTC)",
+        "• Sun 2026-10-25 02:30 CEST (00:30 UTC) (DST: the first of two 02:30s)",
+        "• Sun 2026-10-25 02:30 CET (01:30 UTC) (DST: the second of two 02:30s)",
+    ]
+
+
+def test_pause_and_resume_keep_a_note(chat: Chat) -> None:
+    job, _ = chat.create("remind every hour ping runs=5 pause-on-failure")
+    reply = chat.say(f"pause {job.id} deploy freeze, back at 14:00 tz=Europe/Paris")
+    assert reply.splitlines() == [
+        f"Paused `{job.id}` (chat_message): every hour, on the hour (UTC).",
+        "Message: ping",
+        "Options: pause-on-failure",
+        "Runs remaining: 5 of 5",
+        "Note: deploy freeze, back at 14:00",
+        "Next runs once resumed (Europe/Paris / UTC):",
+        "• Mon 2026-01-05 14:00 CET (13:00 UTC)",
+        "• Mon 2026-01-05 15:00 CET (14:00 UTC)",
+        "• Mon 2026-01-05 16:00 CET (15:00 UTC)",
+    ]
+    stored = chat.ct.store.get_job(job.id)
+    assert (stored.status, stored.note, stored.audit[-1].action, stored.audit[-1].note, stored.audit[-1].actor) == (JobStatus.PAUSED, "deploy freeze, back at 14:00", "pause", "deploy freeze, back at 14:00", ANN)
+    assert "Note: deploy freeze, back at 14:00" in chat.say(f"show {job.id}")
+    assert "Note: all clear" in chat.say(f"resume {job.id} all clear")
+    assert chat.ct.store.get_job(job.id).audit[-1].note == "all clear"
+    assert "Note:" not in chat.say(f"pause {job.id}")  # a pause without a note clears the last one
+    reply = chat.say(f"resume {job.id} " + "x" * 501)
+    assert reply.startswith("Sorry, not understood: note must be at most 500 characters, got 501"), reply
+    assert chat.ct.store.get_job(job.id).status is JobStatus.PAUSED
+
+
+def test_backfill_runs_each_past_fire_time_once(chat: Chat, clock: FakeClock, chat_standin: ChatStandIn) -> None:
+    job, _ = chat.create("remind every hour ping", thread=None)
+    reply = chat.say(f"backfill {job.id} from 2026-01-05 09:00 to 2026-01-05 11:30")
+    assert reply.splitlines() == [
+        f"Backfilled `{job.id}` (chat_message): 3 fire time(s) from Mon 2026-01-05 09:00 UTC to Mon 2026-01-05 11:30 UTC; "
+        "3 new, 0 already backfilled earlier (not run again). The new ones run at the next tick, oldest first:",
+        "• Mon 2026-01-05 09:00 UTC",
+        "• Mon 2026-01-05 10:00 UTC",
+        "• Mon 2026-01-05 11:00 UTC",
+    ]
+    again = chat.say(f"backfill {job.id} from 2026-01-05 08:00 to 2026-01-05 11:30 runs=2")
+    assert again.splitlines()[1:] == ["• Mon 2026-01-05 08:00 UTC", "• Mon 2026-01-05 09:00 UTC (already backfilled)"]
+    assert "2 fire time(s)" in again and "1 new, 1 already backfilled earlier" in again
+    assert chat.tick()["jobs_succeeded"] == 4
+    assert [got.json for got in chat_standin.received] == [{"text": "ping"}] * 4
+    occurrence = f"{job.id}.bf-20260105T080000"
+    shown = chat.say(f"show {occurrence}")
+    assert shown.splitlines()[:3] == [f"`{occurrence}` (chat_message) is completed: once, on Mon 2026-01-05 at 08:00 UTC.", "Message: ping", f"Backfilled from `{job.id}`"]
+    repeat = chat.say(f"backfill {job.id} from 4h ago to now")
+    assert "4 fire time(s)" in repeat and "0 new, 4 already backfilled earlier" in repeat
+    assert chat.tick()["jobs_executed"] == 0 and len(chat_standin.received) == 4
+    assert chat.say(f"backfill {job.id} from 2026-01-05 11:10 to 2026-01-05 11:50") == (
+        f"`{job.id}` (chat_message) has no fire time from Mon 2026-01-05 11:10 UTC to Mon 2026-01-05 11:50 UTC: nothing to backfill. "
+        "Its schedule: every hour, on the hour (UTC)."
+    )
+
+
+def test_backfill_reads_times_in_the_jobs_zone_or_tz(chat: Chat) -> None:
+    job, _ = chat.create("remind every hour tz=Europe/Paris ping")
+    reply = chat.say(f"backfill {job.id} from today 10:00 to today 12:00")  # Paris: 09:00 to 11:00 UTC
+    assert reply.splitlines()[1:] == ["• Mon 2026-01-05 10:00 CET (09:00 UTC)", "• Mon 2026-01-05 11:00 CET (10:00 UTC)"]
+    reply = chat.say(f"backfill {job.id} from today 6:00 to today 8:00 tz=UTC")
+    assert reply.splitlines()[1:] == ["• Mon 2026-01-05 06:00 UTC", "• Mon 2026-01-05 07:00 UTC"]
+
+
+@pytest.mark.parametrize(
+    ("command", "fragment"),
+    [
+        ("backfill {id} from 2026-01-05 07:00 to tomorrow", "Sorry, not understood: end must not be in the future (now is 2026-01-05T12:00:00.000000Z); a backfill replays fire times that passed (to)"),
+        ("backfill {id} from 2026-01-05 11:00 to 2026-01-05 10:00", "Sorry, not understood: end must be after start (to)"),
+        ("backfill {id} from 2026-01-05 07:00", 'Sorry, not understood: "from 2026-01-05 07:00" - expected "to <time>" after the start'),
+        ("backfill {id} since yesterday", 'Sorry, not understood: "since" - expected "from <time> to <time>"'),
+        ("backfill {id} from soon to now", 'Sorry, not understood: "soon" - expected a time such as'),
+        ("backfill {id}", "Sorry, not understood: backfill needs the range: `backfill <id> from <time> to <time>`\nExample: `backfill 3f2a9c1b7e4d from 2026-01-01 to 2026-01-05`"),
+        ("backfill {id} from 3d ago to now jitter=1m", 'Sorry, not understood: "jitter=1m" does not apply to backfill; it takes runs=N and tz=<zone>'),
+        ("backfill {id} from 3d ago to now runs=0", "Sorry, not understood: max_runs must be an integer from 1 to 1000 (runs=)"),
+        ("backfill {id} from 3d ago to now", "Sorry, not understood: [start, end) holds more than 1000 fire times; narrow it, or pass max_runs to run the oldest ones (to)"),
+        ("backfill {once} from 3d ago to now", "Sorry, job {once} is a one-off job; only recurring jobs can be backfilled (use run now)"),
+        ("backfill", "Sorry, not understood: backfill needs a job id"),
+        ("backfill 0123456789ab from 3d ago to now", "Sorry, there is no job `0123456789ab`"),
+    ],
+)
+def test_backfill_refusals(chat: Chat, command: str, fragment: str) -> None:
+    job, _ = chat.create("remind every minute ping")
+    once, _ = chat.create("remind in 1h once")
+    before = chat.jobs()
+    ids = {"id": job.id, "once": once.id}
+    reply = chat.say(command.format(**ids))
+    assert reply.startswith(fragment.format(**ids)), reply
+    assert chat.jobs() == before
+
+
+def test_only_the_creator_or_an_admin_may_backfill(chat: Chat, chat_standin: ChatStandIn) -> None:
+    job, _ = chat.create("remind every hour x", ANN)
+    reply = chat.say(f"backfill {job.id} from 2026-01-05 10:00 to now", BOB)
+    assert reply.startswith(f"Sorry, `{job.id}` was created by someone else; only its creator or an administrator can backfill it")
+    assert len(chat.jobs()) == 1
+    assert chat.say(f"backfill {job.id} from 2026-01-05 10:00 to now", BOSS).startswith(f"Backfilled `{job.id}` (chat_message): 2 fire time(s)")
+    assert {j.created_by for j in chat.jobs() if j.backfill_of} == {BOSS}
+
+
+def test_the_option_examples_of_docs_chat_md_schedule_what_they_say(chat: Chat) -> None:
+    from tests.support.processes import REPO
+
+    text = (REPO / "docs" / "chat.md").read_text()
+    block = text.split("### Options", 1)[1].split("```\n", 2)[1]
+    examples = block.strip().splitlines()
+    assert len(examples) == 4, examples
+    for line in examples:
+        job, reply = chat.create(line)
+        assert reply.startswith(f"Scheduled `{job.id}`"), (line, reply)
+    made = {(j.jitter_seconds, j.dst_gap, j.max_runs, j.pause_on_failure, j.starts_at, j.ends_at) for j in chat.jobs()}
+    assert made == {
+        (120, "shift", None, False, None, at(2026, 6, 30)),
+        (0, "skip", None, False, None, None),
+        (0, "shift", 96, True, None, None),
+        (0, "shift", None, False, at(2026, 2, 2), at(2026, 6, 30, 18)),
+    }

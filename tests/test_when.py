@@ -12,7 +12,7 @@ from scheduler.describe import describe_cron, describe_interval, describe_schedu
 from scheduler.errors import ValidationError
 from scheduler.jobspec import build_job
 from scheduler.timing import check_cron, cron_fire_times
-from scheduler.when import When, local_to_utc, parse_when, split_when
+from scheduler.when import When, local_to_utc, parse_instant, parse_range, parse_when, split_when
 
 UTC = timezone.utc
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)  # a Monday
@@ -339,3 +339,101 @@ def test_describe_interval_and_schedule() -> None:
 @given(st.text(max_size=40))
 def test_describe_cron_never_raises(expr: str) -> None:
     assert isinstance(describe_cron(expr), str)
+
+
+# --- points in time: starting=, until=, backfill from .. to .. -------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "tz", "expected"),
+    [
+        ("now", "Europe/Paris", NOW),
+        ("3d ago", "UTC", at(2026, 1, 2, 12, 0)),
+        ("2h30m ago", "UTC", at(2026, 1, 5, 9, 30)),
+        ("90 min ago", "UTC", at(2026, 1, 5, 10, 30)),
+        ("in 2w", "UTC", at(2026, 1, 19, 12, 0)),
+        ("2026-06-30", "UTC", at(2026, 6, 30)),
+        ("2026-06-30", "Europe/Berlin", at(2026, 6, 29, 22)),
+        ("on 2026-06-30", "Europe/Berlin", at(2026, 6, 29, 22)),
+        ("at 2026-06-30 18:00", "Europe/Berlin", at(2026, 6, 30, 16)),
+        ("2026-06-30T18:00", "America/New_York", at(2026, 6, 30, 22)),
+        ("2026-06-30 at 6pm", "UTC", at(2026, 6, 30, 18)),
+        ("2026-06-30 noon", "UTC", at(2026, 6, 30, 12)),
+        ("today", "Europe/Berlin", at(2026, 1, 4, 23)),
+        ("yesterday 9:00", "UTC", at(2026, 1, 4, 9)),
+        ("Tomorrow at 9AM", "Asia/Tokyo", at(2026, 1, 6, 0)),
+        ("2026-06-30T18:00:00+02:00", "America/New_York", at(2026, 6, 30, 16)),  # an offset: the zone is not used
+        ("2026-06-30T16:00Z", "Asia/Tokyo", at(2026, 6, 30, 16)),
+        ("2025-01-05", "UTC", at(2025, 1, 5)),  # past or future: both fine
+        ("2026-03-29 02:30", "Europe/Berlin", at(2026, 3, 29, 1, 0)),  # in the spring gap: its end
+        ("2026-10-25 02:30", "Europe/Berlin", at(2026, 10, 25, 0, 30)),  # repeated: the first
+    ],
+)
+def test_parse_instant(text: str, tz: str, expected: datetime) -> None:
+    assert parse_instant(text, now=NOW, tz=tz) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "start", "end"),
+    [
+        ("from 2026-01-01 to 2026-01-05", at(2025, 12, 31, 23), at(2026, 1, 4, 23)),
+        ("from 3d ago to now", at(2026, 1, 2, 12), NOW),
+        ("FROM yesterday 9:00 TO today at 9:00", at(2026, 1, 4, 8), at(2026, 1, 5, 8)),
+        ("from 2026-01-05 09:00 to 2026-01-05T11:30", at(2026, 1, 5, 8), at(2026, 1, 5, 10, 30)),
+        ("from 2026-01-05 to 2026-01-04", at(2026, 1, 4, 23), at(2026, 1, 3, 23)),  # the order is the caller's rule
+    ],
+)
+def test_parse_range(text: str, start: datetime, end: datetime) -> None:
+    assert parse_range(text, now=NOW, tz="Europe/Berlin") == (start, end)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", 'not understood: "" - a time is missing; for example "2026-06-30", "2026-06-30 18:00", "yesterday 9:00", "3d ago", "in 2w", "now"'),
+        ("soon", 'not understood: "soon" - expected a time such as "2026-06-30", "2026-06-30 18:00", "yesterday 9:00", "3d ago", "in 2w", "now"'),
+        ("3d", 'not understood: "3d" - add "ago" ("3d ago") or put "in" before it ("in 3d")'),
+        ("2026-06-30 9", 'not understood: "2026-06-30 9" - write the time with minutes or am/pm, e.g. "9:00" or "9am"'),
+        ("2026-13-01", 'not understood: "2026-13-01" - not a date (month must be in 1..12)'),
+        ("2026-06-30T25:00Z", 'not understood: "2026-06-30T25:00Z" - not a time (hour must be in 0..23)'),
+        ("in 99999999w", 'not understood: "in 99999999w" - the duration must be under 10 years'),
+        ("99999999w ago", 'not understood: "99999999w" - the duration must be under 10 years'),
+        ("2026-06-30 18:00 sharp", 'not understood: "sharp" - nothing may follow the time "2026-06-30 18:00"'),
+        ("9999-12-31 23:59", 'not understood: "9999-12-31 23:59" - that date is out of range'),
+    ],
+)
+def test_parse_instant_refusals(text: str, message: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        parse_instant(text, now=NOW, tz="America/New_York")
+    assert (info.value.message, info.value.field) == (message, "when")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("2026-01-01 to now", 'not understood: "2026-01-01" - expected "from <time> to <time>", e.g. "from 2026-01-01 to 2026-01-05" or "from 3d ago to now"'),
+        ("from 2026-01-01", 'not understood: "from 2026-01-01" - expected "to <time>" after the start'),
+        ("from 2026-01-01 until now", 'not understood: "until now" - expected "to <time>" after the start'),
+        ("from to now", 'not understood: "from" - a time is missing'),
+        ("from now to", 'not understood: "to" - a time is missing'),
+        ("from now to now please", 'not understood: "please" - nothing may follow the end time'),
+    ],
+)
+def test_parse_range_refusals(text: str, message: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        parse_range(text, now=NOW, tz="UTC")
+    assert info.value.message.startswith(message), info.value.message
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60), st.sampled_from(["UTC", "Europe/Berlin", "Pacific/Kiritimati", "America/Adak", "Australia/Lord_Howe"]))
+def test_any_instant_or_range_parses_or_is_refused_cleanly(text: str, tz: str) -> None:
+    """Only ValidationError ever escapes; what parses is an aware UTC instant."""
+    for parse, words in ((parse_instant, text), (parse_range, f"from {text} to now")):
+        try:
+            result = parse(words, now=NOW, tz=tz)
+        except ValidationError as exc:
+            assert exc.message.startswith("not understood: ") and exc.field == "when"
+            continue
+        for instant in result if isinstance(result, tuple) else (result,):
+            assert instant.tzinfo is not None and instant.utcoffset() == timedelta(0)
