@@ -21,7 +21,7 @@ from scheduler.errors import ConfigError
 from scheduler.model import Source, TickRecord
 from scheduler.settings import _VARIABLES, STORAGES, Settings
 from storage.jsonfile import JsonFileStore
-from tests.support.processes import REPO
+from tests.support.processes import REPO, make_dry_run
 from web.cli_entry import write_launcher
 
 SETTING_NAMES = {env_name for env_name, _cast, _opts in _VARIABLES.values()}
@@ -53,7 +53,7 @@ def crontick(tmp_path):
 
 
 def test_make_venv_writes_the_crontick_launcher():
-    dry = subprocess.run(["make", "--dry-run", "--always-make", "venv"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    dry = make_dry_run("--always-make", "venv")
     assert dry.returncode == 0, dry.stderr
     assert "-m web.cli_entry --write-launcher .venv/bin/crontick" in dry.stdout
 

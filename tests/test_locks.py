@@ -24,7 +24,7 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.support.processes import REPO, free_port
+from tests.support.processes import REPO, free_port, make_dry_run
 
 PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;\\]+)\s*(;\s*(?P<marker>[^\\]+?))?\s*\\?$")
 
@@ -109,10 +109,10 @@ def test_the_dockerfile_installs_the_runtime_lock_with_hashes_checked():
 
 
 def test_make_venv_installs_the_dev_lock_with_hashes_checked():
-    dry = subprocess.run(["make", "--dry-run", "--always-make", "venv"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    dry = make_dry_run("--always-make", "venv")
     assert dry.returncode == 0, dry.stderr
     assert "-m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock" in dry.stdout
-    lock = subprocess.run(["make", "--dry-run", "lock"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    lock = make_dry_run("lock")
     assert "pip-compile" in lock.stdout and "--generate-hashes" in lock.stdout and ".venv/" not in lock.stdout
 
 

@@ -20,7 +20,7 @@ import pytest
 from flask import Flask
 
 from scheduler.settings import Settings
-from tests.support.processes import REPO, service_env
+from tests.support.processes import REPO, service_env, make_dry_run
 from web.logs import CloudLoggingFormatter, TextFormatter, configure_logging, parse_cloud_trace_context, parse_traceparent, resolve_format
 
 KEY_ORDER = [
@@ -249,6 +249,6 @@ def test_the_format_a_real_process_writes(tmp_path, settings, tty, chosen):
 
 
 def test_make_run_logs_text_unless_told():
-    dry = subprocess.run(["make", "--dry-run", "run"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    dry = make_dry_run("run")
     assert dry.returncode == 0, dry.stderr
     assert "LOG_FORMAT=${LOG_FORMAT:-text} " in dry.stdout.splitlines()[-1]

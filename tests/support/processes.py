@@ -91,3 +91,10 @@ class Gunicorn:
 
 def flask_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "flask", "--app", "main", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+def make_dry_run(*targets: str) -> subprocess.CompletedProcess:
+    """``make --dry-run TARGET...`` in the repository, as a fresh shell would run it: not as
+    a sub-make of ``make test`` (whose MAKEFLAGS/MAKELEVEL would add "Entering directory" lines)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")}
+    return subprocess.run(["make", "--no-print-directory", "--dry-run", *targets], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
