@@ -28,6 +28,12 @@ keyed by a random ``generation`` token written first in every file this store
 writes; a call re-reads only the first bytes to check it, and re-parses when
 another process has written since. A file without the token (edited by hand) is
 parsed on every call.
+
+Writing re-encodes only what changed: the JSON text of each job and of each job's
+execution list is kept with the object it was encoded from, and reused while the
+document still holds that very object (:class:`~storage.table.JobTable` replaces
+records, never changes one in place). A tick that settles a batch thus encodes the
+batch, not every job in the file.
 """
 
 from __future__ import annotations
@@ -52,6 +58,32 @@ from storage.table import SCHEMA_VERSION, JobTable, TableStore, empty_document
 log = logging.getLogger(__name__)
 
 _GENERATION_RE = re.compile(rb'^\{"generation":\s*"([0-9a-f]{32})"')
+
+
+
+def _make_encode() -> Any:
+    """``json.dumps(value, separators=(",", ":"))`` with the C encoder built once, not per call
+    as ``JSONEncoder.encode`` does (a write encodes each changed record on its own)."""
+    import json.encoder as stdlib
+
+    def default(value: Any) -> Any:
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+    if stdlib.c_make_encoder is None:  # pragma: no cover - CPython always has _json
+        return json.JSONEncoder(separators=(",", ":")).encode
+    # No circular-reference markers: records come from JSON or the table codec (no cycles),
+    # and the encoder is shared by every store of the process.
+    encoder = stdlib.c_make_encoder(None, default, stdlib.encode_basestring_ascii, None, ":", ",", False, False, True)
+
+    def encode(value: Any) -> str:
+        if isinstance(value, str):
+            return stdlib.encode_basestring_ascii(value)
+        return "".join(encoder(value, 0))
+
+    return encode
+
+
+_encode = _make_encode()
 # A file json.loads cannot parse for its nesting is parsed again in a worker thread with
 # this stack and recursion limit, to name the jobs at fault. CPython 3.11's json uses
 # about 200 bytes of C stack per level (measured: 80,000 levels fit in 16 MiB), so
@@ -73,6 +105,8 @@ class JsonFileStore(TableStore):
         self._file_lock = FileLock(f"{self.path}.lock", timeout=lock_timeout)
         self._mutex = threading.Lock()  # guards the cache between this process's threads
         self._cache: tuple[bytes, dict[str, Any]] | None = None
+        # Per section ("jobs", "executions"): key -> (the record encoded, '"key":<its JSON>').
+        self._texts: dict[str, dict[str, tuple[Any, str]]] = {"jobs": {}, "executions": {}}
         self.fsynced_writes = 0  # file replacements made by this instance (benchmarks read it)
         self._too_deep_memo: tuple[bytes, str] | None = None
 
@@ -174,9 +208,32 @@ class JsonFileStore(TableStore):
         self._too_deep_memo = (digest, message)
         return message
 
+    def _encoded(self, doc: dict[str, Any], generation: str) -> bytes:
+        """``json.dumps({"generation": generation, **doc}, separators=(",", ":"))``, reusing the
+        text of every job and execution list encoded before and not replaced since."""
+        parts = ['{"generation":', _encode(generation)]
+        for key, value in doc.items():
+            parts.append(f",{_encode(key)}:")
+            texts = self._texts.get(key)
+            if texts is None or not isinstance(value, dict):
+                parts.append(_encode(value))
+                continue
+            fresh: dict[str, tuple[Any, str]] = {}
+            items = []
+            for name, record in value.items():
+                known = texts.get(name)
+                if known is None or known[0] is not record:
+                    known = (record, f"{_encode(name)}:{_encode(record)}")
+                fresh[name] = known
+                items.append(known[1])
+            self._texts[key] = fresh  # forgets removed records
+            parts += ["{", ",".join(items), "}"]
+        parts.append("}")
+        return "".join(parts).encode()
+
     def _save(self, doc: dict[str, Any]) -> None:
         generation = uuid.uuid4().hex
-        payload = json.dumps({"generation": generation, **doc}, separators=(",", ":")).encode()
+        payload = self._encoded(doc, generation)
         folder = self.path.parent
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{self.path.name}.", suffix=".tmp")
         try:

@@ -60,6 +60,8 @@ _ENUMS_AT = tuple(
     if isinstance(cls := getattr(model, str(Job.__dataclass_fields__[name].type), None), type) and issubclass(cls, StrEnum)
 )
 _AUDIT_AT = _FIELDS.index("audit")
+# Enum member -> its value: Enum.value is a Python-level descriptor, a dict lookup is not.
+_VALUE_OF: dict[Any, str] = {member: member.value for enum in (*(cls for _, cls, _ in _ENUMS_AT), Outcome, model.Source) for member in enum}
 
 
 def _iso(value: datetime) -> str:
@@ -75,7 +77,7 @@ def job_data(job: Job) -> dict[str, Any]:
         if values[i] is not None:
             values[i] = _iso(values[i])
     for i, _, _ in _ENUMS_AT:
-        values[i] = values[i].value
+        values[i] = _VALUE_OF.get(values[i], values[i])
     values[_AUDIT_AT] = [entry.to_dict() for entry in values[_AUDIT_AT]]
     data = dict(zip(_FIELDS, values))
     data["runs_remaining"] = job.runs_remaining
@@ -105,8 +107,8 @@ def execution_data(execution: Execution) -> dict[str, Any]:
     """``execution.to_dict()``, faster."""
     out = {
         "job_id": execution.job_id, "fire_at": _iso(execution.fire_at), "attempt": execution.attempt, "tick_id": execution.tick_id,
-        "outcome": execution.outcome.value, "started_at": _iso(execution.started_at), "duration_ms": execution.duration_ms,
-        "error": execution.error, "source": execution.source.value,
+        "outcome": _VALUE_OF[execution.outcome], "started_at": _iso(execution.started_at), "duration_ms": execution.duration_ms,
+        "error": execution.error, "source": _VALUE_OF[execution.source],
     }
     if execution.task is not None:
         out["task"] = execution.task
