@@ -476,4 +476,19 @@ def apply_patch(job: Job, data: Any, *, now: datetime, limits: JobLimits = DEFAU
             if first is None:
                 raise _never_fires_error(rescheduled)
             changes.update(next_run_at=run_at(rescheduled, first), fire_at=first)
+    elif job.status in (JobStatus.PENDING, JobStatus.PAUSED) and any(name in changes for name in _TIMING_FIELDS):
+        # Not a new schedule, but when it fires or how it is delayed changes: plan the next run again.
+        rescheduled = job.replace(**changes)
+        if job.is_recurring and any(name in changes for name in _TIMING_FIELDS[:-1]):
+            first = first_fire_time(rescheduled, now)
+            if first is None:
+                raise _never_fires_error(rescheduled)
+        else:
+            first = job.fire_at
+        if first is not None:
+            changes.update(next_run_at=run_at(rescheduled, first), fire_at=first)
     return check_job(job.replace(**changes, updated_at=now), limits)
+
+
+# PATCH fields that move the next run without changing the schedule (jitter last: it only delays).
+_TIMING_FIELDS = ("dst_gap", "dst_repeat", "starts_at", "ends_at", "jitter_seconds")

@@ -295,7 +295,8 @@ def test_add_takes_every_new_schedule_field_and_edit_patches_them(cli_app, clock
         "jitter_seconds": 0, "max_runs": 3, "runs_remaining": 3, "dst_gap": "shift", "pause_on_failure": False,
     }  # fmt: skip
     assert after["audit"][-1] == {"action": "edit", "actor": "cli", "at": "2026-01-05T12:00:00.000000Z", "detail": "dst_gap, jitter_seconds, max_runs, pause_on_failure", "note": "fewer runs"}
-    unchanged = {k: v for k, v in after.items() if k not in ("jitter_seconds", "max_runs", "runs_remaining", "dst_gap", "pause_on_failure", "audit")}
+    assert after["next_run_at"] == after["fire_at"] == "2026-02-01T01:30:00.000000Z"  # no jitter now: the next run is planned again
+    unchanged = {k: v for k, v in after.items() if k not in ("jitter_seconds", "max_runs", "runs_remaining", "dst_gap", "pause_on_failure", "audit", "next_run_at")}
     assert unchanged == {k: v for k, v in job.items() if k in unchanged}
     # A new schedule restarts the job from now.
     invoke(cli_app, "jobs", "edit", "nightly", "--every", "3600")

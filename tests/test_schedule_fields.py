@@ -245,3 +245,16 @@ def test_property_the_engine_agrees_with_the_preview(tz, expr, start, gap, repea
     planned = [p.fire_at for p in world.service.planned(job, 100) if p.fire_at is not None and p.fire_at < end]
     world.tick_every(300, end)
     assert world.fired == planned
+
+
+def test_patching_jitter_bounds_or_dst_plans_the_next_run_again():
+    t0 = datetime(2026, 1, 5, 12, tzinfo=UTC)
+    world = World(t0)
+    job = world.add(id="p", cron="*/10 * * * *", jitter_seconds=200)
+    assert job.next_run_at == job.fire_at + jitter_delay(job, job.fire_at)
+    unjittered = world.service.patch("p", {"jitter_seconds": 0})
+    assert unjittered.next_run_at == unjittered.fire_at == datetime(2026, 1, 5, 12, 10, tzinfo=UTC)
+    later = world.service.patch("p", {"starts_at": "2026-01-06T00:00:00Z"})
+    assert later.next_run_at == later.fire_at == datetime(2026, 1, 6, 0, 0, tzinfo=UTC)
+    with pytest.raises(Exception, match="ends_at"):
+        world.service.patch("p", {"ends_at": "2026-01-05T13:00:00Z"})  # before starts_at
