@@ -135,7 +135,7 @@ def test_admins_see_actions_and_viewers_only_look(app, service, iap_keys):
     add_job(service)
     client = app.test_client()
     admin = page(client.get("/jobs/j1", headers=iap_keys.headers(ADMIN)))
-    assert sorted(re.findall(r'data-action="(\w+)"', admin)) == ["cancel", "pause", "run"]
+    assert sorted(re.findall(r'data-action="(\w+)"', admin)) == ["backfill", "cancel", "pause", "run"]
     assert 'href="/new"' in admin and "Edit</a>" in admin
     for path in ("/", "/jobs", "/jobs/j1", "/executions"):
         response = client.get(path, headers=iap_keys.headers(VIEWER))
