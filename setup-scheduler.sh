@@ -3,6 +3,8 @@
 #
 #   ./setup-scheduler.sh [setup]   APIs, invoker service account, run.invoker binding, Firestore indexes,
 #                                  exemptions and TTLs, then create or update the job POSTing to $URL/cron/tick
+#                                  (the TTLs, on expire_at: execution records and tick records after
+#                                  SCHEDULER_HISTORY_DAYS, finished jobs after SCHEDULER_RETENTION_DAYS)
 #   ./setup-scheduler.sh pause | resume
 #   ./setup-scheduler.sh run       force one tick now (gcloud scheduler jobs run)
 #   ./setup-scheduler.sh status    describe the job

@@ -105,6 +105,7 @@ class Settings:
     claim_batch_size: int = 500
     history_limit: int = 50
     history_days: int = 30
+    retention_days: int = 30  # finished (completed, cancelled) jobs are deleted this long after; 0: never
     handler_modules: tuple[str, ...] = ()
     local_tick_seconds: float = 60.0
     log_level: str = "INFO"
@@ -335,6 +336,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any], dict[str, Any]]] = {
     "claim_batch_size": ("SCHEDULER_CLAIM_BATCH_SIZE", int, {"minimum": 1}),
     "history_limit": ("SCHEDULER_HISTORY_LIMIT", int, {"minimum": 1}),
     "history_days": ("SCHEDULER_HISTORY_DAYS", int, {"minimum": 1}),
+    "retention_days": ("SCHEDULER_RETENTION_DAYS", int, {"minimum": 0}),
     "handler_modules": ("SCHEDULER_HANDLER_MODULES", _csv, {}),
     "local_tick_seconds": ("SCHEDULER_LOCAL_TICK_SECONDS", float, {"minimum": 1}),
     "log_level": ("LOG_LEVEL", str.upper, {"choices": ("DEBUG", "INFO", "WARNING", "ERROR")}),

@@ -185,6 +185,20 @@ class JobStore(Protocol):
         Atomic per job; one batch is one round trip where the store allows it.
         """
 
+    def delete_finished_jobs(self, *, before: datetime, limit: int) -> int:
+        """Retention: delete up to ``limit`` jobs whose status is ``completed`` or
+        ``cancelled`` and whose ``updated_at`` < ``before``, oldest ``updated_at`` first,
+        with their execution history; return how many were deleted.
+
+        Reads: the finished jobs older than ``before`` (a bounded query where the store
+        has one). Writes: the deletion of each such job, of its execution records and of
+        its idempotency marker (where the store keeps one), so its key can be used again.
+        Atomic per job: a job is deleted with its history or not at all, and a job that
+        changed between the read and the delete (resumed, edited) is left alone. Table
+        stores delete the whole batch in one locked write, and write nothing when nothing
+        is old enough. Failed jobs (dead letters) are never deleted here.
+        """
+
     def restore_jobs(self, jobs: Sequence[Job]) -> RestoreResult:
         """Write ``jobs`` as given (snapshot import): the import's unit of work.
 

@@ -5,6 +5,8 @@ Layout (collection names from the settings)::
     scheduler_jobs/<job id>                  the job (Job fields, timestamps native)
                                              + ``history``: ids of its kept executions, oldest first
                                              + ``settled_by``: "<owner>#<epoch>" of the last applied settle
+                                             + ``expire_at`` when completed/cancelled: updated_at +
+                                               retention_days (TTL; ``delete_finished_jobs`` too)
     scheduler_jobs_idempotency/idem_<sha256(key)>   {job_id}: makes idempotency keys unique
     scheduler_executions/<job id>~<digest>   one attempt; ``expire_at`` = started_at + history_days (TTL)
     scheduler_ticks/<tick id>                TickRecord; ``expire_at`` likewise (TTL)
@@ -145,6 +147,7 @@ class FirestoreStore(FirestoreJobs):
         history_days: int = 30,
         rpc_timeout: float = 5.0,
         retry_deadline: float = 2.5,
+        retention_days: int = 30,
     ) -> None:
         collections = {
             "jobs": jobs_collection,
@@ -156,6 +159,7 @@ class FirestoreStore(FirestoreJobs):
         super().__init__(project=project, database=database, collections=collections, rpc_timeout=rpc_timeout, retry_deadline=retry_deadline)
         self.history_limit = history_limit
         self.history_days = history_days
+        self.retention_days = retention_days
         self._state_lock = threading.Lock()
         self._held_occurrences: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._ticks_stored: OrderedDict[str, None] = OrderedDict()
@@ -170,6 +174,7 @@ class FirestoreStore(FirestoreJobs):
             ticks_collection=settings.firestore_ticks_collection,
             history_limit=settings.history_limit,
             history_days=settings.history_days,
+            retention_days=settings.retention_days,
         )
 
     # -- the tick ------------------------------------------------------------

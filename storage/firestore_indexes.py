@@ -57,4 +57,6 @@ QUERY_SHAPES: tuple[QueryShape, ...] = (
     QueryShape("executions", ("job_id", "outcome"), (("started_at", DESCENDING),)),
     # recent_ticks
     QueryShape("ticks", (), (("started_at", DESCENDING),)),
+    # delete_finished_jobs (retention: status == completed/cancelled AND updated_at < before)
+    QueryShape("jobs", ("status",), (("updated_at", ASCENDING),)),
 )

@@ -23,6 +23,8 @@ from storage.table import unchanged_by_restore
 _UPDATE_ATTEMPTS = 10
 _RESTORE_ROUNDS = 5
 _RESTORE_WRITES_PER_RPC = 500  # the documented cap of a Firestore write batch
+_COMMIT_WRITES = 500
+_FINISHED = ("completed", "cancelled")  # what retention deletes
 
 
 class FirestoreJobs(FirestoreRpc):
@@ -38,32 +40,39 @@ class FirestoreJobs(FirestoreRpc):
         return codec.set_write(self._idempotency_path(job.idempotency_key), data)
 
     def add_job(self, job: Job) -> tuple[Job, bool]:
+        """One Commit creating the job and its idempotency marker. A marker whose job is gone
+        (deleted by retention, or by Firestore's TTL on finished jobs, which leaves markers
+        behind) is taken over, preconditioned on the version read."""
         path = self._path("jobs", job.id)
-        writes = [self._job_write(path, job, {"history": []}, create=True)]
-        marker = None
-        if job.idempotency_key is not None:
-            marker = self._idempotency_path(job.idempotency_key)
-            writes.append(codec.create_write(marker, {"job_id": job.id, "idempotency_key": job.idempotency_key, "created_at": job.created_at}))
-        outcome: dict[str, int] = {}
+        marker = self._idempotency_path(job.idempotency_key) if job.idempotency_key is not None else None
+        marker_data = {"job_id": job.id, "idempotency_key": job.idempotency_key, "created_at": job.created_at}
+        marker_write = codec.create_write(marker, marker_data) if marker is not None else None
+        for _ in range(_UPDATE_ATTEMPTS):
+            writes = [self._job_write(path, job, {"history": []}, create=True)] + ([marker_write] if marker_write is not None else [])
+            outcome: dict[str, int] = {}
 
-        def conflict(exc: Exception, attempt: int) -> None:
-            outcome["conflict"] = attempt
+            def conflict(exc: Exception, attempt: int, outcome: dict[str, int] = outcome) -> None:
+                outcome["conflict"] = attempt
 
-        self._commit(writes, "add_job", on_error=conflict)
-        if "conflict" not in outcome:
-            return job, True
-        docs = self._get_all(_Paths([path] + ([marker] if marker is not None else [])))
-        if marker is not None and docs[marker].exists:
-            existing_id = docs[marker].get("job_id")
-            existing = docs[path] if existing_id == job.id else self._get(self._path("jobs", existing_id))
-            if existing.exists:
-                stored = self._job_from(existing)
-                # A retried commit may have been our own: then the job was created by this call.
-                return stored, outcome["conflict"] > 1 and stored == job
-        current = docs[path]
-        if current.exists and outcome["conflict"] > 1 and self._job_from(current) == job:
-            return job, True
-        raise ConflictError(f"a job with id {job.id!r} already exists")
+            self._commit(writes, "add_job", on_error=conflict)
+            if "conflict" not in outcome:
+                return job, True
+            docs = self._get_all(_Paths([path] + ([marker] if marker is not None else [])))
+            if marker is not None and docs[marker].exists:
+                existing_id = docs[marker].get("job_id")
+                existing = docs[path] if existing_id == job.id else self._get(self._path("jobs", existing_id))
+                if existing.exists:
+                    stored = self._job_from(existing)
+                    # A retried commit may have been our own: then the job was created by this call.
+                    return stored, outcome["conflict"] > 1 and stored == job
+                if not docs[path].exists:
+                    marker_write = codec.set_write(marker, marker_data, docs[marker].update_time)  # a stale marker: take it over
+                    continue
+            current = docs[path]
+            if current.exists and outcome["conflict"] > 1 and self._job_from(current) == job:
+                return job, True
+            raise ConflictError(f"a job with id {job.id!r} already exists")
+        raise StoreUnavailable(f"job {job.id!r}: its idempotency key kept changing while it was added; try again")
 
     def add_jobs(self, jobs: Sequence[Job]) -> list[tuple[Job, bool]]:
         """:meth:`add_job` per job (one transaction each); a taken id returns the stored job."""
@@ -137,6 +146,67 @@ class FirestoreJobs(FirestoreRpc):
 
         col = self._col("jobs")
         return {s.value: self._count(col.where(filter=FieldFilter("status", "==", s.value)), "count_by_status") for s in JobStatus}
+
+    # -- retention ---------------------------------------------------------
+    def delete_finished_jobs(self, *, before: datetime, limit: int) -> int:
+        """Two bounded library queries (``status == s AND updated_at < before ORDER BY
+        updated_at LIMIT limit`` for ``completed`` and ``cancelled``, reading only
+        ``history`` and ``idempotency_key``), the ``limit`` oldest of both; then Commits of
+        whole jobs, at most :data:`_COMMIT_WRITES` writes each: a job's delete
+        (preconditioned on the version read), its execution records' and its idempotency
+        marker's. A Commit refused because one of its jobs changed meanwhile is redone job by
+        job, so each job goes with its history, or stays with it."""
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        if limit <= 0:
+            return 0
+        col = self._col("jobs")
+        prefix = self._prefix("jobs")
+
+        def step(_: int) -> list[tuple[datetime, str, dict[str, Any], Any]]:
+            found = []
+            for status in _FINISHED:
+                query = col.where(filter=FieldFilter("status", "==", status)).where(filter=FieldFilter("updated_at", "<", before))
+                for snap in query.order_by("updated_at").limit(limit).select(["history", "idempotency_key", "updated_at"]).stream(retry=self._no_retry(), timeout=self.rpc_timeout):
+                    data = snap.to_dict() or {}
+                    found.append((data.get("updated_at") or before, snap.id, data, snap.update_time.timestamp_pb()))
+            return found
+
+        old = sorted(self._retrying("delete_finished_jobs", step), key=lambda item: (item[0], item[1]))[:limit]
+        exec_prefix = self._prefix("executions")
+        units: list[list[Any]] = []  # one job's writes each
+        for _, job_id, data, update_time in old:
+            delete = codec.delete_write(prefix + job_id)
+            delete.current_document.update_time.CopyFrom(update_time)
+            unit = [delete] + [codec.delete_write(exec_prefix + h) for h in data.get("history") or [] if isinstance(h, str)]
+            if isinstance(data.get("idempotency_key"), str):
+                unit.append(codec.delete_write(self._idempotency_path(data["idempotency_key"])))
+            units.append(unit)
+        deleted = 0
+        batch: list[list[Any]] = []
+        for unit in [*units, []]:  # the empty unit flushes the last batch
+            if batch and (not unit or sum(map(len, batch)) + len(unit) > _COMMIT_WRITES):
+                deleted += self._delete_units(batch)
+                batch = []
+            if unit:
+                batch.append(unit)
+        return deleted
+
+    def _delete_units(self, units: list[list[Any]]) -> int:
+        """Commit ``units`` (each a job's delete writes) together; if one of their jobs changed
+        (the commit is refused as a whole), each alone. Returns the jobs deleted."""
+        refused: dict[str, int] = {}
+
+        def changed(exc: Exception, attempt: int) -> None:
+            refused["attempt"] = attempt
+
+        self._commit([w for unit in units for w in unit], "delete_finished_jobs", on_error=changed)
+        if not refused:
+            return len(units)
+        if len(units) > 1:
+            return sum(self._delete_units([unit]) for unit in units)
+        # One job, refused: changed since the read (left alone), or gone by our own earlier attempt.
+        return int(refused["attempt"] > 1 and not self._get(units[0][0].delete).exists)
 
     # -- import --------------------------------------------------------------
     def restore_jobs(self, jobs: Sequence[Job]) -> RestoreResult:

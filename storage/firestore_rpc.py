@@ -18,10 +18,11 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from scheduler.errors import StoreError, StoreUnavailable
-from scheduler.model import Job
+from scheduler.model import Job, JobStatus
 from storage import firestore_codec as codec
 from storage.firestore_client import Connection, gapic_api, make_client
 
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 _OK, _NOT_FOUND, _ALREADY_EXISTS, _FAILED_PRECONDITION = 0, 5, 6, 9
 _MAX_REQUEST_BYTES = 8 * 1024 * 1024  # Firestore refuses requests over 10 MiB
+_FINISHED = (JobStatus.COMPLETED, JobStatus.CANCELLED)
 _GAPIC_METHODS = ("batch_get_documents", "run_query", "run_aggregation_query", "commit", "batch_write", "begin_transaction", "rollback", "get_document", "list_documents", "create_document", "update_document", "delete_document", "partition_query", "list_collection_ids")
 
 
@@ -92,6 +94,8 @@ class _CountingStream:
 
 class FirestoreRpc:
     """Connection, counters, retries and raw reads/writes, for the store verbs built on it."""
+
+    retention_days = 0  # finished jobs' expire_at = updated_at + this (0: no expire_at); the store sets it
 
     def __init__(self, *, project: str | None, database: str, collections: dict[str, str], rpc_timeout: float, retry_deadline: float) -> None:
         self.project = project
@@ -335,9 +339,13 @@ class FirestoreRpc:
         return codec.job_from_fields(doc.fields, doc.path)
 
     def _job_write(self, path: str, job: Job, hidden: dict[str, Any], update_time: Any = None, *, create: bool = False) -> Any:
+        """The whole job document; a finished (completed, cancelled) job gets ``expire_at``,
+        ``updated_at`` + ``retention_days``: Firestore's TTL policy on it deletes the job."""
         write = codec.set_write(path, None, update_time)
         codec.put_job(write.update.fields, job)
         codec.put_fields(write.update.fields, hidden)
+        if self.retention_days > 0 and job.status in _FINISHED:
+            codec.set_timestamp(write.update.fields["expire_at"].timestamp_value, job.updated_at + timedelta(days=self.retention_days))
         if create:
             write.current_document.exists = False
         return write

@@ -29,11 +29,18 @@ writes; a call re-reads only the first bytes to check it, and re-parses when
 another process has written since. A file without the token (edited by hand) is
 parsed on every call.
 
+An idle tick reads nothing more: a claim that found nothing due remembers, with the
+file's generation, when the next job falls due, and the claims before that time over
+the same generation return at once (any write, here or in another process, makes a
+new generation). So an idle tick costs the lock and a 64-byte read, whatever the
+number of jobs.
+
 Writing re-encodes only what changed: the JSON text of each job and of each job's
-execution list is kept with the object it was encoded from, and reused while the
-document still holds that very object (:class:`~storage.table.JobTable` replaces
-records, never changes one in place). A tick that settles a batch thus encodes the
-batch, not every job in the file.
+execution list is kept, and the document's two big sections note the keys set or
+removed since the last write (:class:`_Section`); a write encodes those records and
+joins the rest as they were (:class:`~storage.table.JobTable` replaces records, never
+changes one in place). A tick that settles a batch thus encodes the batch, not every
+job in the file.
 """
 
 from __future__ import annotations
@@ -105,8 +112,11 @@ class JsonFileStore(TableStore):
         self._file_lock = FileLock(f"{self.path}.lock", timeout=lock_timeout)
         self._mutex = threading.Lock()  # guards the cache between this process's threads
         self._cache: tuple[bytes, dict[str, Any]] | None = None
-        # Per section ("jobs", "executions"): key -> (the record encoded, '"key":<its JSON>').
-        self._texts: dict[str, dict[str, tuple[Any, str]]] = {"jobs": {}, "executions": {}}
+        # Per section ("jobs", "executions"): (the section object, {key: '"key":<its JSON>'}).
+        self._texts: dict[str, tuple[dict[str, Any], dict[str, str]]] = {}
+        # (generation, time): a claim over the file of that generation found no job due before
+        # that time; a claim over the same generation earlier than it scans nothing (idle ticks).
+        self._quiet: tuple[bytes, str] | None = None
         self.fsynced_writes = 0  # file replacements made by this instance (benchmarks read it)
         self._too_deep_memo: tuple[bytes, str] | None = None
 
@@ -139,8 +149,14 @@ class JsonFileStore(TableStore):
                 with self._file_lock:
                     doc = self._load()
                     table = JobTable(doc, history_limit=self.history_limit)
+                    generation = self._cache[0] if self._cache is not None else None
+                    claim = verb == "claim_due_jobs"
+                    if claim and self._quiet is not None and generation == self._quiet[0]:
+                        table.quiet_until = self._quiet[1]
                     try:
                         result = getattr(table, verb)(*args, **kwargs)
+                        if claim and not table.dirty and generation is not None and table.soonest is not None:
+                            self._quiet = (generation, table.soonest)
                         if table.dirty:
                             self._save(doc)
                     except BaseException:
@@ -163,7 +179,7 @@ class JsonFileStore(TableStore):
                 raw = head + fh.read()
         except FileNotFoundError:
             self._cache = None
-            return empty_document()
+            return _tracked(empty_document())
         except OSError as exc:
             raise StoreUnavailable(f"cannot read {self.path}: {exc}") from exc
         doc = self._parse(raw)
@@ -186,7 +202,7 @@ class JsonFileStore(TableStore):
             if not isinstance(doc.get(key), kind):
                 raise StoreCorrupt(f"{self.path}: {key!r} must be a JSON {kind.__name__}; crontick will not overwrite it")
         doc.pop("generation", None)
-        return doc
+        return _tracked(doc)
 
     def _too_deep(self, raw: bytes) -> str:
         """The StoreCorrupt message for a file nested too deeply for ``json.loads`` here:
@@ -209,25 +225,43 @@ class JsonFileStore(TableStore):
         return message
 
     def _encoded(self, doc: dict[str, Any], generation: str) -> bytes:
-        """``json.dumps({"generation": generation, **doc}, separators=(",", ":"))``, reusing the
-        text of every job and execution list encoded before and not replaced since."""
+        """``json.dumps({"generation": generation, **doc}, separators=(",", ":"))``, re-encoding
+        only the jobs and execution lists set or removed since the last write (a
+        :class:`_Section` notes them; a section seen for the first time is encoded whole)."""
         parts = ['{"generation":', _encode(generation)]
         for key, value in doc.items():
             parts.append(f",{_encode(key)}:")
-            texts = self._texts.get(key)
-            if texts is None or not isinstance(value, dict):
+            if key not in _SECTIONS or not isinstance(value, dict):
                 parts.append(_encode(value))
                 continue
-            fresh: dict[str, tuple[Any, str]] = {}
-            items = []
-            for name, record in value.items():
-                known = texts.get(name)
-                if known is None or known[0] is not record:
-                    known = (record, f"{_encode(name)}:{_encode(record)}")
-                fresh[name] = known
-                items.append(known[1])
-            self._texts[key] = fresh  # forgets removed records
-            parts += ["{", ",".join(items), "}"]
+            known = self._texts.get(key)
+            if isinstance(value, _Section) and known is not None and known[0] is value:
+                texts = known[1]
+                added = []
+                for name in value.changed:
+                    if name not in value:
+                        texts.pop(name, None)
+                    elif name in texts:
+                        texts[name] = f"{_encode(name)}:{_encode(value[name])}"
+                    else:
+                        added.append(name)
+                if added:  # new keys are the last ones of the section: add them in its order
+                    wanted = set(added)
+                    tail = []
+                    for name in reversed(value):
+                        if not wanted:
+                            break
+                        if name in wanted:
+                            tail.append(name)
+                            wanted.discard(name)
+                    for name in reversed(tail):
+                        texts[name] = f"{_encode(name)}:{_encode(value[name])}"
+            else:
+                texts = {name: f"{_encode(name)}:{_encode(record)}" for name, record in value.items()}
+            if isinstance(value, _Section):
+                value.changed.clear()
+            self._texts[key] = (value, texts)
+            parts += ["{", ",".join(texts.values()), "}"]
         parts.append("}")
         return "".join(parts).encode()
 
@@ -251,6 +285,63 @@ class JsonFileStore(TableStore):
         _fsync_folder(folder)
         self.fsynced_writes += 1
         self._cache = (generation.encode(), doc)
+
+
+_SECTIONS = ("jobs", "executions")
+
+
+class _Section(dict):  # type: ignore[type-arg]
+    """A section of the document ("jobs", "executions") that notes the keys set or removed
+    since the last write, so that the write re-encodes those records only. Every way
+    :class:`~storage.table.JobTable` changes a section goes through these methods (it
+    replaces records, never edits one in place)."""
+
+    __slots__ = ("changed",)
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.changed: set[str] = set()
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.changed.add(key)
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self.changed.add(key)
+        super().__delitem__(key)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        self.changed.add(key)
+        return super().pop(key, *default)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def __ior__(self, other: Any) -> _Section:
+        self.update(other)
+        return self
+
+    def popitem(self) -> tuple[str, Any]:
+        key, value = super().popitem()
+        self.changed.add(key)
+        return key, value
+
+    def clear(self) -> None:
+        self.changed.update(self)
+        super().clear()
+
+
+def _tracked(doc: dict[str, Any]) -> dict[str, Any]:
+    for key in _SECTIONS:
+        if isinstance(doc.get(key), dict) and not isinstance(doc[key], _Section):
+            doc[key] = _Section(doc[key])
+    return doc
 
 
 def _deeply_nested_jobs(raw: bytes) -> list[str]:

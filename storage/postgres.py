@@ -109,6 +109,24 @@ MIGRATIONS_DIR = Path(__file__).with_name("postgres_migrations")
 MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 ADVISORY_LOCK_KEY = 0x63726F6E7469636B  # "crontick": the key of the migration lock
 PRUNE_BATCH = 1000
+# Retention (delete_finished_jobs): one DELETE ... WHERE id IN (SELECT ... LIMIT), its jobs'
+# executions deleted by the same statement.
+DELETE_FINISHED_SQL = """
+WITH gone AS (
+    DELETE FROM crontick_jobs
+    WHERE id IN (
+        SELECT id FROM crontick_jobs
+        WHERE status IN ('completed', 'cancelled') AND updated_at < %(before)s
+        ORDER BY updated_at, id LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    )
+    AND status IN ('completed', 'cancelled') AND updated_at < %(before)s
+    RETURNING id
+), history AS (
+    DELETE FROM crontick_executions WHERE job_id IN (SELECT id FROM gone)
+)
+SELECT count(*) FROM gone
+"""
 PRUNE_ROUNDS = 10
 _CLAIM_ATTEMPTS = 3
 _RESTORE_ATTEMPTS = 3
@@ -1001,6 +1019,18 @@ class PostgresStore:
                 raise StoreUnavailable(f"jobs {[j.id for j in jobs][:10]} kept appearing while being restored; run the import again")
         for job in jobs:
             getattr(result, outcome[job.id]).append(job.id)
+
+    # -- retention --------------------------------------------------------------------------
+    def delete_finished_jobs(self, *, before: datetime, limit: int) -> int:
+        """One statement: the ``limit`` oldest finished jobs (by ``updated_at``) older than
+        ``before`` are deleted (rows another transaction holds are skipped, and the status and
+        age are checked again on the row deleted), and their executions with them in the
+        same statement, so a job goes with its history or not at all."""
+        if limit <= 0:
+            return 0
+        with self._connection("delete_finished_jobs") as conn:
+            row = self._execute(conn, "delete_finished_jobs", DELETE_FINISHED_SQL, {"before": before, "limit": limit}).fetchone()
+        return int(row[0])
 
     # -- history ----------------------------------------------------------------------------
     def list_executions(

@@ -24,6 +24,7 @@ naming it (a 503 that says which job to fix, where a KeyError was a 500);
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import logging
 import operator
 from collections.abc import Callable, Sequence
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 TICKS_KEPT = 200
 _STATUSES = frozenset(status.value for status in JobStatus)
+_FINISHED = frozenset((JobStatus.COMPLETED.value, JobStatus.CANCELLED.value))  # what retention deletes
+_NEVER = "~"  # sorts after every RFC 3339 time: "no job will fall due"
 # What Job.from_dict (and the claim's arithmetic) raise for a stored job that is not one.
 _DECODE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, OverflowError)
 
@@ -129,6 +132,10 @@ class JobTable:
         self.doc = doc
         self.history_limit = history_limit
         self.dirty = False
+        # The claim's idle shortcut (the JSON store sets ``quiet_until`` from an earlier claim
+        # over this very document): before that time nothing is due, so a claim scans nothing.
+        self.quiet_until: str | None = None
+        self.soonest: str | None = None  # set by a claim that scanned: when the next job falls due
 
     @property
     def jobs(self) -> dict[str, dict[str, Any]]:
@@ -197,15 +204,19 @@ class JobTable:
     def _due_ids(self, now_iso: str, unreadable: dict[str, str] | None = None) -> list[tuple[str, str]]:
         """(sort key, id) of the due jobs, earliest first. Only the fields that decide
         dueness are looked at (decoding every job each tick would cost); a job whose
-        status or schedule fields are not what a stored job has goes to ``unreadable``."""
+        status or schedule fields are not what a stored job has goes to ``unreadable``.
+        Sets :attr:`soonest`: the earliest time a job not due yet becomes due ("~" for never)."""
         due = []
+        soonest = _NEVER
         for job_id, data in self.jobs.items():
-            status = _field(data, "status")
+            status = data.get("status") if data.__class__ is dict else None
             if status == "pending":
                 when = data.get("next_run_at")
-                if isinstance(when, str):
+                if when.__class__ is str:
                     if when <= now_iso:
                         due.append((when, job_id))
+                    elif when < soonest:
+                        soonest = when
                 elif when is not None and unreadable is not None:
                     unreadable[job_id] = f"next_run_at is {when!r}, not a timestamp"
             elif status == "running":
@@ -215,9 +226,12 @@ class JobTable:
                         unreadable[job_id] = f"lease_until {until!r} or next_run_at {when!r} is not a timestamp"
                 elif until is None or until <= now_iso:
                     due.append((when or "", job_id))
+                elif until < soonest:
+                    soonest = until
             elif status not in _STATUSES and unreadable is not None:
                 unreadable[job_id] = f"status is {status!r}" if isinstance(data, dict) else f"not an object but a {type(data).__name__}"
         due.sort()
+        self.soonest = soonest
         return due
 
     def count_due(self, now: datetime) -> int:
@@ -255,8 +269,13 @@ class JobTable:
         if duplicate is not None:
             return ClaimResult(duplicate_of=duplicate)
         now_iso = to_iso(now)
+        if self.quiet_until is not None and now_iso < self.quiet_until:
+            self.soonest = self.quiet_until
+            return ClaimResult()  # nothing can be due yet: no job examined
         unreadable: dict[str, str] = {}  # job id -> what is wrong with it
         due = self._due_ids(now_iso, unreadable)
+        if unreadable:
+            self.soonest = None  # an unreadable job is met (and reported) by every claim
         result = ClaimResult(checked=len(self.jobs), due=len(due))
         lease_until = to_iso(now + timedelta(seconds=lease_seconds))
         for _, job_id in due:
@@ -358,6 +377,22 @@ class JobTable:
             self.dirty = True
             result.updated.append(job.id)
         return result
+
+    # -- retention --------------------------------------------------------
+    def delete_finished_jobs(self, *, before: datetime, limit: int) -> int:
+        """One pass over the jobs (the stores' hourly housekeeping); dirties the document
+        only when something is deleted."""
+        before_iso = to_iso(before)
+        old = [
+            (updated, job_id)
+            for job_id, data in self.jobs.items()
+            if data.__class__ is dict and data.get("status") in _FINISHED and (updated := data.get("updated_at")).__class__ is str and updated < before_iso
+        ]
+        for _, job_id in heapq.nsmallest(limit, old):
+            del self.jobs[job_id]
+            self.doc["executions"].pop(job_id, None)
+            self.dirty = True
+        return min(limit, len(old)) if limit > 0 else 0
 
     def _append_executions(self, job_id: str, executions: Sequence[Execution]) -> None:
         if not executions:
@@ -495,6 +530,9 @@ class TableStore:
         if not jobs:
             return RestoreResult()
         return self._call("restore_jobs", jobs)
+
+    def delete_finished_jobs(self, *, before: datetime, limit: int) -> int:
+        return self._call("delete_finished_jobs", before=before, limit=limit)
 
     def list_executions(
         self,

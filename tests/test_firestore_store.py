@@ -462,6 +462,7 @@ def test_every_query_the_store_sends_is_declared_and_indexed(new_store):
             for since, until in ((None, None), (T0, None), (None, T0), (T0, T0 + timedelta(1))):
                 store.list_executions(job_id=job_id, outcome=outcome, since=since, until=until)
     store.recent_ticks()
+    store.delete_finished_jobs(before=T0, limit=10)
 
     declared = set(QUERY_SHAPES)
     assert set(sent) - declared == set(), "a query the store sends is missing from QUERY_SHAPES"
@@ -477,6 +478,85 @@ def test_every_query_the_store_sends_is_declared_and_indexed(new_store):
 
 def test_the_index_file_sets_ttl_on_expire_at_and_exempts_big_fields():
     overrides = {(o["collectionGroup"], o["fieldPath"]): o for o in _index_file()["fieldOverrides"]}
-    for group in ("scheduler_executions", "scheduler_ticks", "scheduler_ticks_occurrences"):
+    for group in ("scheduler_executions", "scheduler_ticks", "scheduler_ticks_occurrences", "scheduler_jobs"):
         assert overrides[(group, "expire_at")]["ttl"] is True
     assert overrides[("scheduler_jobs", "payload")]["indexes"] == []
+
+
+# -- retention ----------------------------------------------------------------
+
+
+def _raw_fields(store: FirestoreStore, job_id: str) -> dict:
+    return store._get(store._path("jobs", job_id)).to_dict()
+
+
+def test_a_finished_job_carries_expire_at_for_the_ttl_and_loses_it_when_it_runs_again(new_store):
+    store = new_store(retention_days=7)
+    store.add_job(make_job("a1"))
+    store.add_job(make_job("c1"))
+    assert "expire_at" not in _raw_fields(store, "a1")
+    job = store.claim_due_jobs(now=T0, tick=TickRecord("t1", T0, Source.MANUAL), lease_seconds=60, limit=1).claimed[0]
+    assert "expire_at" not in _raw_fields(store, "a1")  # running
+    completed = job.replace(status=JobStatus.COMPLETED, next_run_at=None, lease_owner=None, lease_until=None, updated_at=T0 + timedelta(seconds=5))
+    store.settle_jobs([Settlement(completed, "t1", job.lease_epoch, ())], tick=None)
+    assert _raw_fields(store, "a1")["expire_at"] == T0 + timedelta(days=7, seconds=5)
+    store.update_job("c1", lambda j: j.replace(status=JobStatus.CANCELLED, updated_at=T0 + timedelta(hours=1)))
+    assert _raw_fields(store, "c1")["expire_at"] == T0 + timedelta(days=7, hours=1)
+    store.restore_jobs([make_job("a1", payload={"again": True})])  # pending again: the TTL must not delete it
+    assert "expire_at" not in _raw_fields(store, "a1")
+    off = new_store(retention_days=0)  # retention off: no expire_at is written
+    off.update_job("c1", lambda j: j.replace(note="touched"))
+    assert "expire_at" not in _raw_fields(off, "c1")
+
+
+def test_a_key_whose_job_the_ttl_deleted_can_be_used_again(new_store):
+    """Firestore's TTL deletes the job document only: its idempotency marker stays behind."""
+    store = new_store()
+    store.add_job(make_job("old", idempotency_key="nightly"))
+    store._col("jobs").document("old").delete()  # what the TTL policy does
+    job, created = store.add_job(make_job("new", idempotency_key="nightly"))
+    assert created and job.id == "new"
+    again, created_again = store.add_job(make_job("newer", idempotency_key="nightly"))
+    assert (again.id, created_again) == ("new", False)
+
+
+def test_deleting_finished_jobs_costs_two_queries_and_a_commit_per_500_writes(new_store):
+    store = new_store(history_limit=5)
+    day = timedelta(days=1)
+    store.restore_jobs([make_job(f"c{i:02d}", status=JobStatus.COMPLETED, next_run_at=None, updated_at=T0 - day, idempotency_key=f"k{i}") for i in range(20)])
+    store.reset_counters()
+    assert store.delete_finished_jobs(before=T0, limit=100) == 20
+    assert dict(store.rpc_counts) == {"run_query": 2, "commit": 1}
+    assert store.list_jobs() == []
+    # 120 jobs of 5 executions and a marker (7 writes each): 500 writes per commit, whole jobs each.
+    store.restore_jobs([make_job(f"h{i:03d}", status=JobStatus.COMPLETED, next_run_at=None, updated_at=T0 - day, idempotency_key=f"h{i}") for i in range(120)])
+    seed_history = []
+    for i in range(120):
+        doc = store._col("jobs").document(f"h{i:03d}")
+        ids = [f"h{i:03d}~e{n}" for n in range(5)]
+        doc.update({"history": ids})
+        seed_history += ids
+    for exec_id in seed_history:
+        store._col("executions").document(exec_id).set({"job_id": exec_id.split("~")[0]})
+    store.reset_counters()
+    assert store.delete_finished_jobs(before=T0, limit=1000) == 120
+    assert store.rpc_counts["commit"] == 2  # 71 jobs (497 writes), then 49
+    assert store.list_executions(limit=1000) == [] and store.list_jobs() == []
+
+
+def test_a_finished_job_that_changes_before_its_delete_is_left_with_its_history(new_store):
+    store, other = new_store(), new_store()
+    store.restore_jobs([make_job(f"c{i}", status=JobStatus.COMPLETED, next_run_at=None, updated_at=T0 - timedelta(days=1)) for i in range(3)])
+    real_commit = store._commit
+    touched = []
+
+    def commit_after_an_edit(writes, what, **kwargs):
+        if what == "delete_finished_jobs" and not touched:
+            touched.append(other.update_job("c1", lambda j: j.replace(status=JobStatus.PENDING, next_run_at=T0)))  # resumed meanwhile
+        return real_commit(writes, what, **kwargs)
+
+    store._commit = commit_after_an_edit
+    store.reset_counters()
+    assert store.delete_finished_jobs(before=T0, limit=10) == 2
+    assert [j.id for j in store.list_jobs()] == ["c1"]
+    assert store.rpc_counts["commit"] == 4  # all three refused together, then one each

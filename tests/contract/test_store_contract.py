@@ -449,3 +449,45 @@ def test_add_jobs_adds_each_once_and_returns_what_is_stored(store):
     again = store.add_jobs(batch + [make_job("other-id", idempotency_key="k1")])
     assert [(job.id, created) for job, created in again] == [("b1", False), ("b2", False), ("taken", False), ("b1", False)]
     assert sorted(job.id for job in store.list_jobs()) == ["b1", "b2", "taken"]
+
+
+# -- retention --------------------------------------------------------------------
+
+
+def finished(job_id: str, status: JobStatus, updated_at, **fields) -> Job:
+    return make_job(job_id, status=status, next_run_at=None, fire_at=None, updated_at=updated_at, **fields)
+
+
+def test_delete_finished_jobs_removes_old_completed_and_cancelled_jobs_with_their_history(store):
+    store.add_job(make_job("ran-old"))
+    job = claim(store, "tick-a").claimed[0]
+    assert store.settle_jobs([done(job)], tick=tick()).applied == ["ran-old"]  # completed at T0, one execution
+    day = timedelta(days=1)
+    store.restore_jobs([
+        finished("cancelled-old", JobStatus.CANCELLED, T0 - day, idempotency_key="key-old"),
+        finished("completed-new", JobStatus.COMPLETED, T0 + 30 * day),  # not older than before
+        finished("failed-old", JobStatus.FAILED, T0 - day),
+        make_job("paused-old", status=JobStatus.PAUSED, updated_at=T0 - day),
+        make_job("pending-old", due_in=3600, updated_at=T0 - day),
+    ])
+    before = T0 + 30 * day
+    assert store.delete_finished_jobs(before=before, limit=10) == 2
+    for job_id in ("ran-old", "cancelled-old"):
+        with pytest.raises(JobNotFound):
+            store.get_job(job_id)
+    assert store.list_executions(job_id="ran-old") == []
+    assert sorted(j.id for j in store.list_jobs()) == ["completed-new", "failed-old", "paused-old", "pending-old"]
+    assert store.delete_finished_jobs(before=before, limit=10) == 0
+    # The deleted job's idempotency key is free again.
+    again, created = store.add_job(make_job("again", idempotency_key="key-old"))
+    assert created and again.id == "again"
+
+
+def test_delete_finished_jobs_takes_the_oldest_first_up_to_the_limit(store):
+    store.restore_jobs([finished(f"c{i}", JobStatus.COMPLETED, T0 + timedelta(hours=i)) for i in (2, 0, 1)])
+    before = T0 + timedelta(days=1)
+    assert store.delete_finished_jobs(before=before, limit=2) == 2
+    assert [j.id for j in store.list_jobs()] == ["c2"]
+    assert store.delete_finished_jobs(before=T0 + timedelta(hours=2), limit=2) == 0  # updated_at < before, strictly
+    assert store.delete_finished_jobs(before=before, limit=2) == 1
+    assert store.list_jobs() == [] and store.delete_finished_jobs(before=before, limit=0) == 0

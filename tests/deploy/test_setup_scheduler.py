@@ -207,7 +207,7 @@ def test_every_index_and_ttl_follows_the_configured_collection_names(cloud: Clou
     assert not [c for c in firestore if any("scheduler_" in a for a in c)]  # no default name anywhere
     assert not [c for c in firestore if not any(a.startswith("--collection-group=") for a in c)]
     state = cloud.load()
-    assert sorted(g for _f, g in state["ttls"]) == ["qa_beats", "qa_beats_occurrences", "qa_runs"]
+    assert sorted(g for _f, g in state["ttls"]) == ["qa_beats", "qa_beats_occurrences", "qa_jobs", "qa_runs"]  # qa_jobs: finished jobs (retention)
 
 
 def test_only_the_jobs_collection_renamed_keeps_the_other_defaults(cloud: Cloud) -> None:
