@@ -63,6 +63,7 @@ from scheduler.settings import Settings
 from scheduler.schema import MAX_NOTE_CHARS
 from scheduler.timing import backoff_delay, catch_up_occurrences, fire_times_after, next_fire_after, run_at
 from storage.base import JobStore
+from storage.retention import Retention
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +262,7 @@ class TickEngine:
         self.dispatcher = dispatcher
         self.lease_seconds = (settings.dispatch_lease_seconds or settings.lease_seconds) if dispatcher is not None else settings.lease_seconds
         self.keeper = LeaseKeeper(store, lease_seconds=self.lease_seconds, clock=clock)
+        self.retention = Retention(store, days=settings.retention_days)  # old finished jobs: at most hourly
         # Handlers still running past their timeout, by job type (Python cannot stop a thread).
         self._abandoned: Counter[str] = Counter()
         self._abandoned_lock = threading.Lock()
@@ -307,6 +309,7 @@ class TickEngine:
             left = self.store.count_due(now)
             metrics.jobs_deferred += left
             metrics.jobs_due += left
+        self.retention.maybe_run(now)
         metrics.runs_abandoned = self.abandoned_runs()
         if metrics.runs_abandoned:
             log.warning(
