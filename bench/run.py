@@ -20,6 +20,7 @@ way the tests start it), the dispatch figures also with the Cloud Tasks emulator
     start, JSON store (bench/console_bench.py)
 12. the Firestore tick against its wire floor: the same round trips in raw protobuf on the same
     emulator, side by side, for 1,000 and 100 due jobs (bench/firestore_floor.py)
+13. bounded storage: the JSON file after 60 days of minutely ticks with retention (bench/retention_sim.py)
 
 Nothing here asserts a time: each row of the table says whether its goal is met,
 and by how much it is missed. See docs/benchmarks.md.
@@ -634,7 +635,7 @@ def merge_previous(res: Results, saved: dict[str, Any], figures: set[int], meta:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few repetitions (checks the benchmark, measures little)")
-    parser.add_argument("--figures", nargs="+", type=int, default=[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12])
+    parser.add_argument("--figures", nargs="+", type=int, default=[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13])
     parser.add_argument("--stores", nargs="+", default=["json", "firestore"], choices=["json", "firestore"])
     parser.add_argument("--out", type=Path, default=REPO / "bench", help="where results.md and results.json go")
     parser.add_argument("--render", action="store_true", help="only rewrite results.md from results.json")
@@ -710,6 +711,11 @@ def main(argv: list[str] | None = None) -> int:
     if 5 in figures:
         print(f"figure 5, load {load()}", flush=True)
         figure5(res, log_dir, args.quick)
+    if 13 in figures:
+        from bench.retention_sim import figure13
+
+        print(f"figure 13 (retention), load {load()}", flush=True)
+        figure13(res, work, args.quick)
     if 6 in figures:
         print(f"figure 6, load {load()}", flush=True)
         figure6(res, StoreSetup("json", json_path=work / "data-mem" / "jobs.json"), log_dir, args.quick)
