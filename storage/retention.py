@@ -18,14 +18,16 @@ per finished status and a commit per batch of jobs, and the TTL field ``expire_a
 finished jobs (storage/firestore_codec.py) deletes them even where no tick runs.
 
 A store error never fails the tick: it is logged (WARNING, ``retention_failed``) and
-the next run, an hour later, tries again.
+the next run, an hour later, tries again. Tick times at the ends of the calendar (a fake
+clock at 9999-12-31, a job due there) neither overflow nor run it: the window ends at
+``datetime.max`` and nothing finished before year 1 exists.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from scheduler.errors import StoreError
 from storage.base import JobStore
@@ -34,6 +36,15 @@ log = logging.getLogger(__name__)
 
 INTERVAL = timedelta(hours=1)
 LIMIT = 1000
+_LATEST = datetime.max.replace(tzinfo=timezone.utc)
+
+
+def _plus(now: datetime, delta: timedelta) -> datetime:
+    """``now + delta``, or the end of the calendar when that is past year 9999."""
+    try:
+        return now + delta
+    except OverflowError:
+        return _LATEST
 
 
 class Retention:
@@ -58,13 +69,16 @@ class Retention:
             return None
         try:
             if self._window is None:  # the process's first tick: the first run is an interval later
-                self._window = (now, now + self.interval)
+                self._window = (now, _plus(now, self.interval))
                 return None
             if self._window[0] <= now < self._window[1]:
                 return None
-            self._window = (now, now + self.interval)
+            self._window = (now, _plus(now, self.interval))
+            try:
+                before = now - timedelta(days=self.days)
+            except OverflowError:  # within `days` of year 1: nothing can have finished before it
+                return None
             self.runs += 1
-            before = now - timedelta(days=self.days)
             try:
                 deleted = self.store.delete_finished_jobs(before=before, limit=self.limit)
             except StoreError as exc:

@@ -10,7 +10,7 @@ the contract suite (tests/contract) on every store.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -82,6 +82,31 @@ def test_it_runs_an_hour_after_the_first_tick_then_at_most_hourly_by_tick_time()
     assert retention.maybe_run(T0 + timedelta(minutes=31)) is None
     assert [before for before, _ in store.deletes] == [T0 + n * INTERVAL - 30 * DAY for n in (1, 2)] + [T0 + timedelta(minutes=30) - 30 * DAY]
     assert retention.runs == 3
+
+
+def test_tick_times_at_the_ends_of_the_calendar_neither_overflow_nor_delete_anything_impossible():
+    store = SpyStore()
+    last_minute = datetime(9999, 12, 31, 23, 59, tzinfo=timezone.utc)
+    retention = Retention(store, days=30)
+    assert retention.maybe_run(last_minute - timedelta(minutes=30)) is None  # its window would end past year 9999
+    assert retention.maybe_run(last_minute) is None  # inside that window, which ends at the calendar's end
+    assert store.deletes == []
+    assert retention.maybe_run(T0) == 0  # the clock moved back: a normal run
+    assert store.deletes == [(T0 - 30 * DAY, LIMIT)]
+    first_day = datetime(1, 1, 2, tzinfo=timezone.utc)
+    early = Retention(store, days=30)
+    assert early.maybe_run(first_day) is None
+    assert early.maybe_run(first_day + INTERVAL) is None  # 30 days before it is before year 1: nothing to delete
+    assert store.deletes == [(T0 - 30 * DAY, LIMIT)] and early.runs == 0
+
+
+def test_the_engine_ticks_at_the_last_minute_of_the_calendar(tmp_path):
+    engine = engine_for(JsonFileStore(tmp_path / "jobs.json"))
+    last_minute = datetime(9999, 12, 31, 23, 50, tzinfo=timezone.utc)
+    engine.store.open()
+    engine.store.add_job(make_job("last-call", due_in=0, now=last_minute))
+    assert engine.run_tick(now=last_minute - INTERVAL, tick_id="t1").tick.metrics.jobs_due == 0
+    assert engine.run_tick(now=last_minute, tick_id="t2").tick.metrics.jobs_succeeded == 1
 
 
 def test_zero_days_keeps_everything():
