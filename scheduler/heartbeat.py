@@ -74,7 +74,8 @@ class LeaseKeeper:
         """Stop keeping ``run``; returns how many extensions it got."""
         with self._lock:
             held = self._held.pop((run.job_id, run.lease_epoch), None)
-            self._wake.notify_all()
+            if not self._held:  # the loop ends when nothing is held; waking it for less only costs the GIL
+                self._wake.notify_all()
         return held.beats if held else 0
 
     def _loop(self) -> None:
@@ -84,8 +85,8 @@ class LeaseKeeper:
                 if not self._held:
                     self._thread = None
                     return
-                # A release wakes the loop (so it can end when nothing is held); that is
-                # no reason to beat early: every extension is a store write.
+                # The last release wakes the loop (so it can end when nothing is held);
+                # that is no reason to beat early: every extension is a store write.
                 remaining = next_beat - time.monotonic()
                 if remaining > 0:
                     self._wake.wait(remaining)

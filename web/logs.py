@@ -41,6 +41,7 @@ from typing import Any, TextIO
 from scheduler.settings import Settings
 
 _HANDLER_ATTR = "_crontick_handler"
+_REQUEST_DATA_KEY = "crontick.log_request_data"  # request_data's answer, kept in the WSGI environ
 
 # https://cloud.google.com/logging/docs/structured-logging: keys with a meaning of their own.
 RESERVED_FIELDS = frozenset(
@@ -95,6 +96,9 @@ def request_data() -> tuple[dict[str, Any] | None, str | None, str | None, bool]
     if flask is None or not flask.has_request_context():
         return None, None, None, False
     request = flask.request
+    known = request.environ.get(_REQUEST_DATA_KEY)
+    if known is not None:  # a tick logs a line per job: read the request once, not per line
+        return known
     http_request = {
         "requestMethod": request.method,
         "requestUrl": request.url,
@@ -104,7 +108,9 @@ def request_data() -> tuple[dict[str, Any] | None, str | None, str | None, bool]
     trace_id, span_id, sampled = parse_traceparent(request.headers.get("traceparent"))
     if trace_id is None:
         trace_id, span_id, sampled = parse_cloud_trace_context(request.headers.get("X-Cloud-Trace-Context"))
-    return http_request, trace_id, span_id, sampled
+    known = (http_request, trace_id, span_id, sampled)
+    request.environ[_REQUEST_DATA_KEY] = known
+    return known
 
 
 def _message(record: logging.LogRecord) -> str:
