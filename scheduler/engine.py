@@ -278,6 +278,7 @@ class TickEngine:
         metrics = tick.metrics
         scope = RunScope(tick_id=tick_id, source=source, now=now, deadline=deadline)
         runs: list[PlannedRun] = []
+        unreadable: set[str] = set()  # every batch's claim meets them again: count each once
         more_due = True
         while more_due:
             if self.dispatcher is None and self.monotonic() + settings.job_timeout_seconds > deadline and metrics.jobs_due:
@@ -287,6 +288,8 @@ class TickEngine:
                 log.info("Duplicate tick request ignored", extra={"json_fields": {"action": "tick_duplicate", "tick_id": tick_id, "duplicate_of": claim.duplicate_of.tick_id, "occurrence_key": occurrence_key}})
                 return TickOutcome(tick=tick, duplicate_of=claim.duplicate_of)
             metrics.jobs_checked += claim.checked
+            unreadable.update(claim.unreadable)
+            metrics.jobs_unreadable = len(unreadable)
             metrics.jobs_due += len(claim.claimed) + claim.conflicts
             metrics.jobs_skipped += claim.conflicts
             metrics.jobs_recovered += len(claim.recovered)

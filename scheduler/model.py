@@ -357,6 +357,7 @@ class TickMetrics:
     jobs_dispatched: int = 0
     jobs_dispatch_failed: int = 0
     runs_abandoned: int = 0  # handlers of this process still running past their timeout, at the tick's end
+    jobs_unreadable: int = 0  # stored jobs the claim met but could not decode (skipped, each logged as an ERROR)
     duration_ms: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:

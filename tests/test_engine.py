@@ -306,3 +306,26 @@ def test_concurrent_ticks_over_500_jobs_run_each_exactly_once(env, rec):
         t.join()
     assert sorted(c[0] for c in rec.calls) == [f"j{i:03d}" for i in range(500)]
     assert env.store.count_by_status()["completed"] == 500
+
+
+def test_stored_jobs_that_cannot_be_decoded_are_counted_once_per_tick_and_the_rest_run(tmp_path):
+    import json as _json
+
+    from storage.jsonfile import JsonFileStore
+
+    store = JsonFileStore(tmp_path / "jobs.json")
+    store.open()
+    for n in range(5):
+        store.add_job(make_job(f"good-{n}", due_in=-5 - n))
+    doc = _json.loads(store.path.read_text())
+    doc.pop("generation", None)  # a hand edit: two records no version of crontick wrote
+    doc["jobs"]["bad-misfire"] = make_job("bad-misfire", due_in=-50).to_dict() | {"misfire": "bogus"}
+    doc["jobs"]["no-type"] = {k: v for k, v in make_job("no-type", due_in=-60).to_dict().items() if k != "job_type"}
+    store.path.write_text(_json.dumps(doc))
+    registry = HandlerRegistry()
+    registry.register("log", lambda job, ctx: None)
+    engine = TickEngine(store, registry, Settings(environment="test", auth_mode="disabled", storage="json", claim_batch_size=2))
+    metrics = engine.run_tick(now=T0, tick_id="t1").tick.metrics
+    # Three batches of two met the same two unreadable records: counted once each.
+    assert (metrics.jobs_succeeded, metrics.jobs_unreadable, metrics.jobs_failed) == (5, 2, 0)
+    assert {job_id: store.get_job(job_id).status for job_id in (f"good-{n}" for n in range(5))} == dict.fromkeys((f"good-{n}" for n in range(5)), JobStatus.COMPLETED)

@@ -8,7 +8,7 @@ import logging
 from scheduler.model import JobStatus
 
 SCHEDULER_HEADERS = {"X-CloudScheduler-JobName": "projects/p/locations/l/jobs/crontick-tick", "X-CloudScheduler-ScheduleTime": "2026-01-05T12:00:00Z"}
-METRIC_KEYS = {"tick_id", "duplicate", "jobs_checked", "jobs_due", "jobs_executed", "jobs_succeeded", "jobs_failed", "jobs_skipped", "jobs_recovered", "jobs_deferred", "jobs_misfired", "lease_lost", "jobs_dispatched", "jobs_dispatch_failed", "runs_abandoned", "duration_ms"}
+METRIC_KEYS = {"tick_id", "duplicate", "jobs_checked", "jobs_due", "jobs_executed", "jobs_succeeded", "jobs_failed", "jobs_skipped", "jobs_recovered", "jobs_deferred", "jobs_misfired", "lease_lost", "jobs_dispatched", "jobs_dispatch_failed", "runs_abandoned", "jobs_unreadable", "duration_ms"}
 
 
 def test_tick_answers_its_metrics(client, ct, clock):
