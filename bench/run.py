@@ -511,7 +511,7 @@ def figure5(res: Results, log_dir: Path, quick: bool) -> None:
     res.row("5. ... APScheduler 3 SQLAlchemyJobStore on SQLite", "sqlite", f"p50 {raw['aps_sqlite']['p50']:.0f} ms", "(reported)", None, f"{pairs} runs")
     res.row("5. ... APScheduler 3 MemoryJobStore (the floor)", "memory", f"p50 {raw['aps_memory']['p50']:.0f} ms", "(reported)", None, f"{pairs} runs")
     goal = GOALS["aps_sqlite_speedup"]
-    res.row("5. crontick speed-up over APScheduler-SQLite", "json", f"median {med_speed:.1f}x (pairs: {', '.join(f'{x:.1f}' for x in speedups)})", f">= {goal:g}x", med_speed >= goal, f"{pairs} pairs", f"{med_speed:.1f}x, {goal / med_speed:.1f}x short")
+    res.row("5. crontick speed-up over APScheduler-SQLite", "json", f"median {med_speed:.2f}x (pairs: {', '.join(f'{x:.2f}' for x in speedups)})", f">= {goal:g}x", med_speed >= goal, f"{pairs} pairs", f"{med_speed:.2f}x, {goal / med_speed:.2f}x short")
     goal = GOALS["aps_memory_ratio"]
     res.row("5. crontick time / APScheduler in-memory", "json", f"median {med_floor:.1f}x (pairs: {', '.join(f'{x:.1f}' for x in floor_ratios)})", f"<= {goal:g}x", med_floor <= goal, f"{pairs} pairs", over(med_floor, goal, "x"))
 
