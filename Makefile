@@ -63,10 +63,10 @@ test: venv tasks-venv
 
 ## The fast lane: unit and contract tests without the Firestore emulator, PostgreSQL, the drills (tests/reliability),
 ## the deploy scripts (tests/deploy) or slow tests; stops at the first failure. `make test` runs everything.
-## Measured on the 2-core machine: 1,321 tests in about 2 minutes when it is quiet (load 1.5), 6 when it is
-## busy (load 6); the gunicorn, Cloud Tasks emulator and hypothesis tests take most of it.
+## Spread over the cores (pytest-xdist): 1,338 tests in 1 min 14 s on the quiet 2-core machine, against
+## 2 min 16 s in one process; the gunicorn, Cloud Tasks emulator and hypothesis tests take most of it.
 check: venv
-	$(PY) -m pytest -q -m "not slow and not firestore and not postgres" --ignore=tests/reliability --ignore=tests/deploy -x
+	$(PY) -m pytest -q -n auto -m "not slow and not firestore and not postgres" --ignore=tests/reliability --ignore=tests/deploy -x
 
 BENCH_STAMP := $(VENV)/.bench-installed-$(shell cat requirements.txt requirements-dev.txt requirements-bench.txt | cksum | cut -d' ' -f1)
 
