@@ -12,7 +12,7 @@ data unreadable; nothing is overwritten). Methods that take a job id raise
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -224,6 +224,22 @@ class JobStore(Protocol):
 
     def recent_ticks(self, limit: int = 20) -> list[TickRecord]:
         """The most recently started tick records, newest first. Writes nothing."""
+
+
+def split_at_repeated_ids(jobs: Sequence[Job]) -> Iterator[list[Job]]:
+    """``jobs`` in order, in runs without a repeated id: a new run starts before an id seen
+    in the current one (a request may write a document or row only once, and an id given
+    twice is applied in order)."""
+    chunk: list[Job] = []
+    ids: set[str] = set()
+    for job in jobs:
+        if job.id in ids:
+            yield chunk
+            chunk, ids = [], set()
+        chunk.append(job)
+        ids.add(job.id)
+    if chunk:
+        yield chunk
 
 
 def add_each(store: JobStore, jobs: Sequence[Job]) -> list[tuple[Job, bool]]:

@@ -16,7 +16,7 @@ from typing import Any
 from scheduler.errors import ConflictError, JobNotFound, StoreCorrupt, StoreError, StoreUnavailable
 from scheduler.model import Execution, Job, JobStatus, TickRecord
 from storage import firestore_codec as codec
-from storage.base import RestoreResult, add_each
+from storage.base import RestoreResult, add_each, split_at_repeated_ids
 from storage.firestore_rpc import _ALREADY_EXISTS, _FAILED_PRECONDITION, _NOT_FOUND, _OK, FirestoreRpc, _Paths
 from storage.table import unchanged_by_restore
 
@@ -223,15 +223,7 @@ class FirestoreJobs(FirestoreRpc):
         batch is split before the repeat: a request may write a document only once).
         """
         result = RestoreResult()
-        chunk: list[Job] = []
-        ids: set[str] = set()
-        for job in jobs:
-            if job.id in ids:
-                self._restore_chunk(chunk, result)
-                chunk, ids = [], set()
-            chunk.append(job)
-            ids.add(job.id)
-        if chunk:
+        for chunk in split_at_repeated_ids(jobs):
             self._restore_chunk(chunk, result)
         return result
 

@@ -97,7 +97,7 @@ from typing import TYPE_CHECKING, Any
 
 from scheduler.errors import ConflictError, JobNotFound, StoreCorrupt, StoreError, StoreUnavailable
 from scheduler.model import Execution, Job, JobStatus, Misfire, Outcome, Overlap, RunRef, Settlement, Source, TickMetrics, TickRecord, to_iso
-from storage.base import ClaimResult, ExtendResult, RestoreResult, SettleResult, add_each
+from storage.base import ClaimResult, ExtendResult, RestoreResult, SettleResult, add_each, split_at_repeated_ids
 from storage.table import unchanged_by_restore
 
 if TYPE_CHECKING:
@@ -965,15 +965,7 @@ class PostgresStore:
         A job added by someone else meanwhile makes the batch run again; an id given twice is
         applied in order (the batch is split before the repeat)."""
         result = RestoreResult()
-        chunk: list[Job] = []
-        ids: set[str] = set()
-        for job in jobs:
-            if job.id in ids:
-                self._restore_chunk(chunk, result)
-                chunk, ids = [], set()
-            chunk.append(job)
-            ids.add(job.id)
-        if chunk:
+        for chunk in split_at_repeated_ids(jobs):
             self._restore_chunk(chunk, result)
         return result
 
