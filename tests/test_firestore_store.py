@@ -84,16 +84,16 @@ def noop_registry(**extra) -> HandlerRegistry:
 
 
 def app_env(emulator, tmp_path: Path, **extra: str) -> dict[str, str]:
-    return service_env(
-        SCHEDULER_STORAGE="firestore",
-        GOOGLE_CLOUD_PROJECT=emulator.project,
-        FIRESTORE_EMULATOR_HOST=emulator.host,
-        SCHEDULER_HANDLER_MODULES="tests.support.handlers",
-        SCHEDULER_CLAIM_BATCH_SIZE="40",
-        CRONTICK_TEST_LEDGER=str(tmp_path / "ledger.txt"),
-        LOG_LEVEL="WARNING",
-        **extra,
-    )
+    defaults = {
+        "SCHEDULER_STORAGE": "firestore",
+        "GOOGLE_CLOUD_PROJECT": emulator.project,
+        "FIRESTORE_EMULATOR_HOST": emulator.host,
+        "SCHEDULER_HANDLER_MODULES": "tests.support.handlers",
+        "SCHEDULER_CLAIM_BATCH_SIZE": "40",
+        "CRONTICK_TEST_LEDGER": str(tmp_path / "ledger.txt"),
+        "LOG_LEVEL": "WARNING",
+    }
+    return service_env(**(defaults | extra))
 
 
 # -- construction -----------------------------------------------------------
@@ -124,7 +124,9 @@ def test_8_threads_and_4_processes_run_1000_due_jobs_each_exactly_once(new_store
     ledger = tmp_path / "ledger.txt"
     seed(store, [make_job(f"j{i:04d}", now=now, due_in=-1 - i % 50, job_type="ledger", payload={"ledger": str(ledger)}) for i in range(1000)])
     start = tmp_path / "go"
-    env = app_env(emulator, tmp_path, CRONTICK_TEST_START=str(start))
+    # Batches of 10: a hundred claims to share, so that on a loaded machine (CI) the 8
+    # threads of this process cannot take every batch before a worker process's first claim.
+    env = app_env(emulator, tmp_path, CRONTICK_TEST_START=str(start), SCHEDULER_CLAIM_BATCH_SIZE="10")
     procs = [subprocess.Popen([sys.executable, "-m", "tests.support.tick_worker"], env=env, cwd=REPO) for _ in range(4)]
     errors: list[BaseException] = []
     threads = []

@@ -107,6 +107,37 @@ def test_a_timed_out_handler_is_told_to_stop_and_counted_until_it_does():
     assert engine.abandoned_runs() == 0
 
 
+def test_a_job_queued_behind_a_hung_handler_is_deferred_at_the_deadline_and_the_thread_counted():
+    """One handler thread: the first job hangs past its timeout (abandoned, its thread held),
+    so the second never starts; at the tick's deadline it is deferred, not left waiting."""
+    release = threading.Event()
+    ran: list[str] = []
+
+    def hang(job, ctx):
+        ran.append(job.id)
+        release.wait(10)
+
+    store = MemoryStore()
+    store.add_job(make_job("a-hang", job_type="hang", timeout_seconds=0.3, due_in=-2))
+    store.add_job(make_job("b-next", job_type="hang", timeout_seconds=0.3, due_in=-1))
+    settings = SETTINGS.replace(tick_budget_seconds=0.8, job_timeout_seconds=0.5, max_concurrency=1)
+    engine = TickEngine(store, registry_with(hang=hang), settings, rng=random.Random(1))
+    try:
+        started = time.monotonic()
+        metrics = engine.run_tick(now=T0, tick_id="t1").tick.metrics
+        elapsed = time.monotonic() - started
+        assert (metrics.jobs_failed, metrics.jobs_deferred, metrics.runs_abandoned) == (1, 1, 1)
+        assert ran == ["a-hang"] and 0.3 <= elapsed < 5
+        assert store.get_job("b-next").status is JobStatus.PENDING and store.get_job("b-next").attempts == 0
+        assert "timed out after 0.3 s" in store.get_job("a-hang").last_error
+    finally:
+        release.set()
+    deadline = time.monotonic() + 5
+    while engine.abandoned_runs() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert engine.abandoned_runs() == 0 and ran == ["a-hang"]  # the freed thread took nothing more
+
+
 def test_new_runs_of_a_type_are_deferred_while_too_many_are_abandoned():
     release = threading.Event()
     started: list[str] = []
