@@ -130,6 +130,7 @@ class Settings:
     postgres_statement_timeout_seconds: float = 30.0  # the server cancels a longer statement; then 503
     postgres_migrate_at_start: bool | None = None  # None: true for local/test/development, false for staging/production
     postgres_prune_seconds: float = 600.0  # history retention runs at most this often (0: never)
+    postgres_iam_auth: bool = False  # log in with the service account's access token (storage/postgres_iam.py)
     dispatch: str = "inline"
     dispatch_lease_seconds: float | None = None  # None: SCHEDULER_LEASE_SECONDS; the heartbeat extends it while a run goes
     dispatch_concurrency: int = 16  # CreateTask calls at once (the dispatcher's pool)
@@ -259,6 +260,15 @@ class Settings:
             raise ConfigError(
                 f"SCHEDULER_POSTGRES_DSN must be a libpq URL starting with postgresql:// (got {scheme + '://...' if scheme else 'no URL scheme'})"
             )
+        if self.postgres_iam_auth:
+            url = urlsplit(self.postgres_dsn)
+            if url.password is not None or "password=" in url.query:
+                raise ConfigError("SCHEDULER_POSTGRES_DSN must carry no password with SCHEDULER_POSTGRES_IAM_AUTH=true: the password is the service account's access token")
+            if not url.username:
+                raise ConfigError(
+                    "SCHEDULER_POSTGRES_DSN must name the IAM database user with SCHEDULER_POSTGRES_IAM_AUTH=true: "
+                    "postgresql://SA%40PROJECT.iam@/DB?host=/cloudsql/PROJECT:REGION:INSTANCE"
+                )
 
     def _check_console(self) -> None:
         """The operator console (web/console): CONSOLE_AUTH=disabled only on a developer's
@@ -361,6 +371,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any], dict[str, Any]]] = {
     "postgres_statement_timeout_seconds": ("SCHEDULER_POSTGRES_STATEMENT_TIMEOUT_SECONDS", float, {"minimum": 0.1}),
     "postgres_migrate_at_start": ("SCHEDULER_POSTGRES_MIGRATE_AT_START", _bool, {}),
     "postgres_prune_seconds": ("SCHEDULER_POSTGRES_PRUNE_SECONDS", float, {"minimum": 0}),
+    "postgres_iam_auth": ("SCHEDULER_POSTGRES_IAM_AUTH", _bool, {}),
     "dispatch": ("SCHEDULER_DISPATCH", str.lower, {"choices": DISPATCH_MODES}),
     "dispatch_lease_seconds": ("SCHEDULER_DISPATCH_LEASE_SECONDS", float, {"minimum": 1}),
     "dispatch_concurrency": ("SCHEDULER_DISPATCH_CONCURRENCY", int, {"minimum": 1}),

@@ -517,7 +517,9 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 """
 
 
-def apply_migrations(dsn: str, *, folder: Path | None = None, connect_timeout: float = 10.0, lock_timeout: float = 120.0) -> list[str]:
+def apply_migrations(
+    dsn: str, *, folder: Path | None = None, connect_timeout: float = 10.0, lock_timeout: float = 120.0, password: Callable[[], str] | None = None
+) -> list[str]:
     """Apply the pending migrations of ``folder`` to the database at ``dsn``; return the
     names applied by this call (empty when the schema was up to date).
 
@@ -526,13 +528,15 @@ def apply_migrations(dsn: str, *, folder: Path | None = None, connect_timeout: f
     do); each migration runs in one transaction with its ``schema_migrations`` row, so a
     failed one leaves neither. Raises StoreError when an applied file's checksum changed,
     StoreUnavailable when the server cannot be reached or the lock not taken in time.
+    ``password``, when given, is asked for the login (IAM login: storage/postgres_iam.py).
     """
     import psycopg
 
     migrations = load_migrations(folder)
     applied_now: list[str] = []
+    login = {"password": password()} if password is not None else {}
     try:
-        with psycopg.connect(dsn, autocommit=True, connect_timeout=max(2, int(connect_timeout))) as conn:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=max(2, int(connect_timeout)), **login) as conn:
             conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{int(lock_timeout * 1000)}ms",))
             conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
             try:
@@ -577,6 +581,12 @@ def apply_migrations(dsn: str, *, folder: Path | None = None, connect_timeout: f
     return applied_now
 
 
+def _iam_password() -> Callable[[], str]:
+    from storage.postgres_iam import IamTokenPassword
+
+    return IamTokenPassword()
+
+
 # -- the store ---------------------------------------------------------------------------
 class PostgresStore:
     """:class:`~storage.base.JobStore` on PostgreSQL (see the module docstring)."""
@@ -595,8 +605,10 @@ class PostgresStore:
         migrate_at_start: bool = True,
         prune_seconds: float = 600.0,
         migrations: Path | None = None,
+        password: Callable[[], str] | None = None,
     ) -> None:
         self.dsn = dsn
+        self.password = password  # asked at each new connection (IAM login: storage/postgres_iam.py)
         self.history_limit = history_limit
         self.history_days = history_days
         self.pool_size = pool_size
@@ -627,6 +639,7 @@ class PostgresStore:
             statement_timeout=settings.postgres_statement_timeout_seconds,
             migrate_at_start=migrate,
             prune_seconds=settings.postgres_prune_seconds,
+            password=_iam_password() if settings.postgres_iam_auth else None,
         )
 
     # -- connections ----------------------------------------------------------------------
@@ -652,11 +665,14 @@ class PostgresStore:
             if self._pool is None:
                 from psycopg_pool import ConnectionPool
 
+                options = {"autocommit": True, "connect_timeout": max(2, int(round(self.connect_timeout))), "application_name": "crontick"}
+                password = self.password
                 self._pool = ConnectionPool(
                     self.dsn,
                     min_size=1,
                     max_size=self.pool_size,
-                    kwargs={"autocommit": True, "connect_timeout": max(2, int(round(self.connect_timeout))), "application_name": "crontick"},
+                    # A callable is asked at each new connection (psycopg_pool >= 3.3): a fresh token.
+                    kwargs=options if password is None else (lambda: options | {"password": password()}),
                     configure=self._configure,
                     check=ConnectionPool.check_connection,
                     timeout=self.connect_timeout,
@@ -703,7 +719,7 @@ class PostgresStore:
         """Apply pending migrations (when ``migrate_at_start``), then check the schema has every
         migration this version knows. Raises StoreError naming the missing ones."""
         if self.migrate_at_start:
-            apply_migrations(self.dsn, folder=self.migrations, connect_timeout=self.connect_timeout)
+            self.migrate()
         wanted = [m.name for m in load_migrations(self.migrations)]
         with self._connection("open") as conn:
             exists = self._execute(conn, "open", "SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()[0]
@@ -711,6 +727,10 @@ class PostgresStore:
         missing = [name for name in wanted if name not in applied]
         if missing:
             raise StoreError(f"the PostgreSQL schema lacks migration(s) {', '.join(missing)}; run `flask --app main db upgrade` (or SCHEDULER_POSTGRES_MIGRATE_AT_START=true)")
+
+    def migrate(self) -> list[str]:
+        """:func:`apply_migrations` with this store's login; the names applied now."""
+        return apply_migrations(self.dsn, folder=self.migrations, connect_timeout=self.connect_timeout, password=self.password)
 
     def close(self) -> None:
         with self._pool_lock:

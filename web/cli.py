@@ -426,9 +426,9 @@ def register_db_cli(app: Flask) -> None:
         settings = crontick().settings
         if settings.storage != "postgres" or not settings.postgres_dsn:
             raise click.ClickException(f"db upgrade needs SCHEDULER_STORAGE=postgres and SCHEDULER_POSTGRES_DSN (SCHEDULER_STORAGE is {settings.storage!r})")
-        from storage.postgres import apply_migrations, load_migrations
+        from storage.postgres import PostgresStore, load_migrations
 
-        applied = _guard(apply_migrations, settings.postgres_dsn, connect_timeout=settings.postgres_connect_timeout_seconds)
+        applied = _guard(PostgresStore.from_settings(settings).migrate)  # with the service's login (password or IAM token)
         for name in applied:
             click.echo(f"applied {name}")
         click.echo(f"schema up to date: {len(load_migrations())} migration(s), {len(applied)} applied now")
