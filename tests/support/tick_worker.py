@@ -35,7 +35,9 @@ def main() -> int:
     idle = 0
     while idle < 3:
         outcome = ct.engine.run_tick(now=ct.clock(), tick_id=uuid.uuid4().hex)
-        idle = idle + 1 if outcome.tick.metrics.jobs_executed == 0 else 0
+        # Idle means nothing was due, not "ran nothing": a tick whose every claim lost the race
+        # to another worker ran nothing with jobs still due, and must not count towards stopping.
+        idle = idle + 1 if outcome.tick.metrics.jobs_due == 0 else 0
     return 0
 
 
