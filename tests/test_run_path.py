@@ -84,6 +84,14 @@ def test_a_bug_in_the_run_path_settles_the_batch_as_failed_attempts(monkeypatch)
 
 
 # -- timeouts ---------------------------------------------------------------------------
+def abandoned_runs_after_they_end(engine: TickEngine, within: float = 5.0) -> int:
+    """The engine's count of abandoned runs once their handlers have been let go (polled)."""
+    deadline = time.monotonic() + within
+    while engine.abandoned_runs() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return engine.abandoned_runs()
+
+
 def test_a_timed_out_handler_is_told_to_stop_and_counted_until_it_does():
     release = threading.Event()
     seen_cancel = threading.Event()
@@ -101,10 +109,7 @@ def test_a_timed_out_handler_is_told_to_stop_and_counted_until_it_does():
     assert seen_cancel.wait(2)
     assert engine.abandoned_by_type() == {"slow": 1}
     release.set()
-    deadline = time.monotonic() + 5
-    while engine.abandoned_runs() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert engine.abandoned_runs() == 0
+    assert abandoned_runs_after_they_end(engine) == 0
 
 
 def test_a_job_queued_behind_a_hung_handler_is_deferred_at_the_deadline_and_the_thread_counted():
@@ -132,10 +137,7 @@ def test_a_job_queued_behind_a_hung_handler_is_deferred_at_the_deadline_and_the_
         assert "timed out after 0.3 s" in store.get_job("a-hang").last_error
     finally:
         release.set()
-    deadline = time.monotonic() + 5
-    while engine.abandoned_runs() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert engine.abandoned_runs() == 0 and ran == ["a-hang"]  # the freed thread took nothing more
+    assert abandoned_runs_after_they_end(engine) == 0 and ran == ["a-hang"]  # the freed thread took nothing more
 
 
 def test_new_runs_of_a_type_are_deferred_while_too_many_are_abandoned():
