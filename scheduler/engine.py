@@ -519,8 +519,8 @@ class TickEngine:
                     job = queue.popleft()
                 try:
                     result = self._run_one(job, scope, timeouts[job.id], starts, cancels[job.id])
-                except Exception as exc:  # _run_one catches everything; this is a bug guard
-                    result = RunResult(Outcome.FAILED, error=f"internal error running the handler: {_error_text(exc)}", started_at=scope.now)
+                except BaseException as exc:  # _run_one catches every Exception; sys.exit() in a handler lands here
+                    result = RunResult(Outcome.FAILED, error=f"the handler did not return: {_error_text(exc)}", started_at=scope.now)
                 with lock:
                     late = job.id in abandoned
                     if not late:

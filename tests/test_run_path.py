@@ -112,6 +112,19 @@ def test_a_timed_out_handler_is_told_to_stop_and_counted_until_it_does():
     assert abandoned_runs_after_they_end(engine) == 0
 
 
+def test_a_handler_calling_sys_exit_fails_its_job_and_not_the_tick():
+    import sys
+
+    store = MemoryStore()
+    store.add_job(make_job("quits", job_type="quit"))
+    store.add_job(make_job("fine"))
+    engine = TickEngine(store, registry_with(quit=lambda job, ctx: sys.exit(3)), SETTINGS, rng=random.Random(1))
+    metrics = engine.run_tick(now=T0, tick_id="t1").tick.metrics
+    assert (metrics.jobs_succeeded, metrics.jobs_failed) == (1, 1)
+    assert store.get_job("quits").last_error == "the handler did not return: SystemExit: 3"
+    assert abandoned_runs_after_they_end(engine) == 0
+
+
 def test_a_job_queued_behind_a_hung_handler_is_deferred_at_the_deadline_and_the_thread_counted():
     """One handler thread: the first job hangs past its timeout (abandoned, its thread held),
     so the second never starts; at the tick's deadline it is deferred, not left waiting."""
