@@ -84,6 +84,19 @@ def test_a_bug_in_the_run_path_settles_the_batch_as_failed_attempts(monkeypatch)
 
 
 # -- timeouts ---------------------------------------------------------------------------
+def hanging_handler():
+    """(handler, release, ran): the handler records each job id in ``ran`` and blocks until
+    ``release`` is set (10 s at most)."""
+    release = threading.Event()
+    ran: list[str] = []
+
+    def hang(job, ctx):
+        ran.append(job.id)
+        release.wait(10)
+
+    return hang, release, ran
+
+
 def abandoned_runs_after_they_end(engine: TickEngine, within: float = 5.0) -> int:
     """The engine's count of abandoned runs once their handlers have been let go (polled)."""
     deadline = time.monotonic() + within
@@ -128,13 +141,7 @@ def test_a_handler_calling_sys_exit_fails_its_job_and_not_the_tick():
 def test_a_job_queued_behind_a_hung_handler_is_deferred_at_the_deadline_and_the_thread_counted():
     """One handler thread: the first job hangs past its timeout (abandoned, its thread held),
     so the second never starts; at the tick's deadline it is deferred, not left waiting."""
-    release = threading.Event()
-    ran: list[str] = []
-
-    def hang(job, ctx):
-        ran.append(job.id)
-        release.wait(10)
-
+    hang, release, ran = hanging_handler()
     store = MemoryStore()
     store.add_job(make_job("a-hang", job_type="hang", timeout_seconds=0.3, due_in=-2))
     store.add_job(make_job("b-next", job_type="hang", timeout_seconds=0.3, due_in=-1))
@@ -154,13 +161,7 @@ def test_a_job_queued_behind_a_hung_handler_is_deferred_at_the_deadline_and_the_
 
 
 def test_new_runs_of_a_type_are_deferred_while_too_many_are_abandoned():
-    release = threading.Event()
-    started: list[str] = []
-
-    def hang(job, ctx):
-        started.append(job.id)
-        release.wait(10)
-
+    hang, release, started = hanging_handler()
     store = MemoryStore()
     settings = SETTINGS.replace(max_abandoned_runs=2)
     for n in range(3):
