@@ -122,7 +122,7 @@ def test_8_threads_and_4_processes_run_1000_due_jobs_each_exactly_once(new_store
     store = new_store()
     now = utc_now()
     ledger = tmp_path / "ledger.txt"
-    seed(store, [make_job(f"j{i:04d}", now=now, due_in=-1 - i % 50, job_type="ledger", payload={"ledger": str(ledger)}) for i in range(1000)])
+    seed(store, [make_job(f"j{i:04d}", now=now, due_in=-1 - i % 50, job_type="ledger", payload={"ledger": str(ledger), "until_pids": 2}) for i in range(1000)])
     start = tmp_path / "go"
     # Batches of 10: a hundred claims to share between the 12 tickers.
     env = app_env(emulator, tmp_path, CRONTICK_TEST_START=str(start), SCHEDULER_CLAIM_BATCH_SIZE="10")
