@@ -78,6 +78,7 @@ def test_a_job_added_with_the_cli_runs_on_the_next_tick(tmp_path, env):
         server.stop()
     shown = flask_cli(env, "jobs", "show", "hello")
     assert json.loads(shown.stdout)["status"] == "completed"
-    assert '"message": "log job ran"' in server.log() and '"hello": "world"' in server.log()
+    ran = [entry for line in server.log().splitlines() if line.startswith("{") and (entry := json.loads(line)).get("message") == "log job ran"]
+    assert [(entry["job_id"], entry["payload"]) for entry in ran] == [("hello", {"hello": "world"})]
     listed = flask_cli(env, "jobs", "list", "--status", "completed")
     assert listed.stdout.splitlines()[-1] == "1 job(s)"

@@ -268,6 +268,32 @@ def _plant_payload(path: Path, job_id: str, payload_json: str) -> None:
     path.write_text(text.replace(marker, payload_json))
 
 
+def test_hand_edited_values_orjson_refuses_survive_a_write_and_non_finite_numbers_become_null(tmp_path):
+    """The store encodes with orjson and falls back to the standard library for what orjson
+    refuses; the API refuses all of these, so only a hand edit (or an old file) holds them."""
+    path = tmp_path / "jobs.json"
+    store = JsonFileStore(path)
+    store.open()
+    for job_id in ("surrogate", "big", "deep", "infinite", "accent"):
+        store.add_job(make_job(job_id, payload={"n": job_id}))
+    _plant_payload(path, "surrogate", '{"s":"\\ud800"}')
+    _plant_payload(path, "big", '{"n":' + str(2**70) + "}")
+    _plant_payload(path, "deep", '{"d":' + _nested(300) + "}")  # orjson stops at 255 levels
+    _plant_payload(path, "infinite", '{"x":Infinity,"y":NaN}')
+    _plant_payload(path, "accent", '{"s":"caf\\u00e9"}')
+    store = JsonFileStore(path)  # the edit kept the generation token: a new instance parses it
+    for job_id in ("surrogate", "big", "deep", "infinite", "accent"):  # each job record written again
+        store.update_job(job_id, lambda j: j.replace(max_attempts=j.max_attempts + 1))
+    doc = json.loads(path.read_bytes(), parse_constant=lambda name: pytest.fail(f"{name} written"))  # strict JSON
+    payloads = {job_id: doc["jobs"][job_id]["payload"] for job_id in ("surrogate", "big", "deep", "infinite", "accent")}
+    assert payloads["surrogate"] == {"s": "\ud800"} and payloads["big"] == {"n": 2**70}
+    assert payloads["deep"] == {"d": json.loads(_nested(300))}
+    assert payloads["infinite"] == {"x": None, "y": None}
+    assert payloads["accent"] == {"s": "caf\u00e9"} and "café".encode() in path.read_bytes()
+    fresh = JsonFileStore(path)
+    assert fresh.get_job("surrogate").payload == {"s": "\ud800"} and fresh.get_job("big").max_attempts == store.get_job("big").max_attempts
+
+
 def test_a_payload_nested_5000_deep_gives_store_corrupt_naming_the_file_and_the_job(tmp_path):
     path = tmp_path / "jobs.json"
     store = JsonFileStore(path)

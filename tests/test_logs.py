@@ -106,6 +106,24 @@ def test_json_fields_cannot_forge_reserved_fields_and_odd_values_are_written_as_
     assert list(entry) == ["when", "ok", *KEY_ORDER]
 
 
+def test_values_orjson_refuses_or_writes_its_own_way_come_out_as_the_standard_library_writes_them():
+    from datetime import datetime, timezone
+
+    from scheduler.model import RunRef
+
+    when = datetime(2026, 12, 1, 4, 0, tzinfo=timezone.utc)
+    run = RunRef("j1", "tick", 3, when)
+    line = emit(CloudLoggingFormatter("p"), extra={"json_fields": {"when": when, "run": run, "text": "caf\u00e9"}})
+    entry = json.loads(line)
+    assert entry["when"] == str(when) and entry["run"] == str(run) and entry["text"] == "caf\u00e9"
+    assert "café" in line  # UTF-8, not \\u escapes, as ensure_ascii=False wrote
+    # orjson refuses these (the standard library takes them): a line is still written.
+    refused = {"by_code": {404: 2}, "big": 2**70, "lone": "\ud800"}
+    entry = json.loads(emit(CloudLoggingFormatter("p"), extra={"json_fields": refused}))
+    assert entry["by_code"] == {"404": 2} and entry["big"] == 2**70 and entry["lone"] == "\ud800"
+    assert list(entry) == ["by_code", "big", "lone", *KEY_ORDER]
+
+
 def test_an_exception_is_part_of_the_message():
     entry = json.loads(emit(CloudLoggingFormatter("p"), exc=True, extra={"json_fields": {"action": "engine_error"}}))
     assert entry["severity"] == "ERROR" and entry["action"] == "engine_error"
