@@ -32,6 +32,8 @@ from datetime import datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
 from scheduler import model
 from scheduler.errors import ConflictError, JobNotFound, StoreCorrupt
 from scheduler.model import AuditEntry, Execution, Job, JobStatus, Outcome, RunRef, Settlement, TickRecord, to_iso, utc
@@ -53,6 +55,7 @@ _DECODE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, OverflowError
 # datetime and enum fields by position. A tick converts each of its jobs twice (claim,
 # settle), so this is most of a JSON tick's CPU after the handlers.
 _UTC = timezone.utc
+_dumps, _UTC_Z = orjson.dumps, orjson.OPT_UTC_Z
 _FIELDS = tuple(Job.__dataclass_fields__)
 _get_fields = operator.attrgetter(*_FIELDS)
 _get_items = operator.itemgetter(*_FIELDS)
@@ -68,8 +71,12 @@ _VALUE_OF: dict[Any, str] = {member: member.value for enum in (*(cls for _, cls,
 
 
 def _iso(value: datetime) -> str:
-    if value.tzinfo is _UTC:  # what every stored datetime is: skip to_iso's conversion
-        return value.isoformat(timespec="microseconds")[:-6] + "Z"
+    """``to_iso(value)``. For a UTC datetime (what every stored one is) orjson writes it in
+    0.4 us where ``isoformat`` takes 2.6 (a tick writes six per job); orjson leaves out a
+    zero fraction, which the fixed width puts back."""
+    if value.tzinfo is _UTC:
+        text = _dumps(value, option=_UTC_Z)[1:-2].decode()  # without the quotes and the Z
+        return f"{text}Z" if value.microsecond else f"{text}.000000Z"
     return to_iso(value)  # type: ignore[return-value]
 
 

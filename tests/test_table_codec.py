@@ -8,13 +8,15 @@ model that the fast path gets wrong fails here, field by field.
 from __future__ import annotations
 
 import dataclasses
-from datetime import timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from scheduler.model import AuditEntry, Execution, Job, JobStatus, Misfire, Outcome, Overlap, Source
-from storage.table import execution_data, job_data, job_from_data
+from scheduler.model import AuditEntry, Execution, Job, JobStatus, Misfire, Outcome, Overlap, Source, to_iso
+from storage.table import _iso, execution_data, job_data, job_from_data
 from tests.support.clock import T0
 from tests.support.jobs import make_job
 
@@ -52,6 +54,22 @@ def test_job_from_data_is_from_dict():
         decoded = job_from_data(data)
         assert decoded == Job.from_dict(data) == job
         assert decoded.next_run_at.tzinfo is timezone.utc
+
+
+@settings(max_examples=500, database=None)
+@given(st.datetimes(timezones=st.just(timezone.utc)) | st.datetimes(timezones=st.timezones()))
+def test_the_fast_timestamp_is_to_iso(value):
+    """orjson writes the UTC ones (and leaves out a zero fraction): fixed width all the same."""
+    try:
+        expected = to_iso(value)
+    except OverflowError:  # a local time that is outside the calendar in UTC
+        return
+    assert _iso(value) == expected and len(expected) == 27
+
+
+@pytest.mark.parametrize("value", [datetime(1, 1, 1, tzinfo=timezone.utc), datetime(3, 1, 1, tzinfo=timezone.utc), datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc), T0, T0 + timedelta(microseconds=1)])
+def test_the_fast_timestamp_at_the_ends_of_the_calendar(value):
+    assert _iso(value) == to_iso(value)
 
 
 def test_a_non_utc_datetime_is_written_as_to_dict_writes_it():
