@@ -83,6 +83,47 @@ def test_a_bug_in_the_run_path_settles_the_batch_as_failed_attempts(monkeypatch)
         assert job.last_error == "internal error in the tick: ZeroDivisionError: division by zero"
 
 
+# -- threads ----------------------------------------------------------------------------
+def _run_a_batch(n_jobs: int, handler, *, max_concurrency: int):
+    store = MemoryStore()
+    for n in range(n_jobs):
+        store.add_job(make_job(f"j{n:03d}", job_type="probe"))
+    engine = TickEngine(store, registry_with(probe=handler), SETTINGS.replace(max_concurrency=max_concurrency), rng=random.Random(1))
+    metrics = engine.run_tick(now=T0, tick_id="t1").tick.metrics
+    return metrics
+
+
+def test_handlers_that_return_at_once_stay_on_the_one_thread_started_first(monkeypatch):
+    import scheduler.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "_RAMP_SECONDS", 60.0)  # no ramp check before the batch is done
+    names: set[str] = set()
+    metrics = _run_a_batch(300, lambda job, ctx: names.add(threading.current_thread().name), max_concurrency=8)
+    assert metrics.jobs_succeeded == 300 and len(names) == 1
+
+
+def test_handlers_that_block_get_threads_up_to_max_concurrency_and_no_more():
+    """Six handlers that each wait at a 3-party barrier: they can only finish if three run at
+    once, so the threads must ramp up to 3 (max_concurrency), and a fourth would be one too many."""
+    barrier = threading.Barrier(3, timeout=20)
+    lock, running, most = threading.Lock(), [0], [0]
+    names: set[str] = set()
+
+    def meet(job, ctx):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            names.add(threading.current_thread().name)
+        try:
+            barrier.wait()
+        finally:
+            with lock:
+                running[0] -= 1
+
+    metrics = _run_a_batch(6, meet, max_concurrency=3)
+    assert metrics.jobs_succeeded == 6 and most[0] == 3 and len(names) == 3
+
+
 # -- timeouts ---------------------------------------------------------------------------
 def hanging_handler():
     """(handler, release, ran): the handler records each job id in ``ran`` and blocks until
