@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import random
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from main import create_app
 from scheduler.model import JobStatus
@@ -11,6 +14,7 @@ from tests.conftest import BASE_CONFIG
 from tests.support.clock import T0, FakeClock
 from tests.support.console import FakeMonotonic, timed_registry
 from tests.support.jobs import make_job
+from web.metrics import RUN_DURATION_BUCKETS, Histogram
 
 
 def samples(text: str) -> dict[str, float]:
@@ -90,3 +94,18 @@ def test_histograms_are_declared_once_with_help_and_type(metrics_app):
     assert text.count("# TYPE crontick_run_duration_seconds histogram") == 1
     assert 'crontick_schedule_lag_seconds_bucket{le="+Inf"} 0' in text
     assert "crontick_run_duration_seconds_bucket" not in text  # no job type has run yet
+
+
+@settings(max_examples=200, database=None)
+@given(st.lists(st.floats(min_value=0, max_value=4000, allow_nan=False) | st.sampled_from(RUN_DURATION_BUCKETS), max_size=40))
+def test_a_histogram_bucket_counts_the_values_at_or_below_its_bound(values):
+    """Kept per bucket and added up at render: the same counts as Prometheus's definition."""
+    histogram = Histogram(RUN_DURATION_BUCKETS)
+    for value in values:
+        histogram.observe(value)
+    lines: list[str] = []
+    histogram.render(lines, "h")
+    rendered = dict(line.rsplit(" ", 1) for line in lines)
+    for bound in RUN_DURATION_BUCKETS:
+        assert int(rendered[f'h_bucket{{le="{bound!r}"}}']) == sum(1 for v in values if v <= bound), bound
+    assert int(rendered['h_bucket{le="+Inf"}']) == len(values) == int(rendered["h_count"])

@@ -39,7 +39,9 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
+from itertools import accumulate
 from dataclasses import dataclass
 
 from flask import Blueprint, Flask, Response, current_app
@@ -71,20 +73,20 @@ class Histogram:
 
     def __init__(self, buckets: tuple[float, ...]) -> None:
         self.buckets = buckets
-        self.counts = [0] * len(buckets)
+        # Per bucket, not cumulative (render adds them up): observe is one bisect, not a
+        # pass over every bucket, and a tick observes two per run.
+        self.counts = [0] * (len(buckets) + 1)
         self.count = 0
         self.sum = 0.0
 
     def observe(self, value: float) -> None:
-        for index, bound in enumerate(self.buckets):
-            if value <= bound:
-                self.counts[index] += 1
+        self.counts[bisect_left(self.buckets, value)] += 1  # the first bucket with value <= its bound
         self.count += 1
         self.sum += value
 
     def render(self, lines: list[str], name: str, labels: str = "") -> None:
         sep = "," if labels else ""
-        for bound, count in zip(self.buckets, self.counts, strict=True):
+        for bound, count in zip(self.buckets, accumulate(self.counts), strict=False):
             lines.append(f'{name}_bucket{{{labels}{sep}le="{_number(bound)}"}} {count}')
         lines.append(f'{name}_bucket{{{labels}{sep}le="+Inf"}} {self.count}')
         suffix = f"{{{labels}}}" if labels else ""
