@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import StrEnum
@@ -222,7 +223,7 @@ class Job:
             if name not in _JOB_FIELD_INDEX:
                 raise TypeError(f"Job has no field {name!r}")
             values[_JOB_FIELD_INDEX[name]] = value
-        return Job(*values)
+        return job_from_values(*values)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; datetimes as RFC 3339 strings in UTC ('Z')."""
@@ -258,6 +259,28 @@ _JOB_FIELD_SET = frozenset(_JOB_FIELDS)
 _JOB_FIELD_INDEX = {name: i for i, name in enumerate(_JOB_FIELDS)}
 _job_values = operator.attrgetter(*_JOB_FIELDS)
 _DATETIME_FIELDS = frozenset(_DATETIME_FIELDS)
+
+
+def _positional_constructor(cls: type) -> Callable[..., Any]:
+    """``cls(*values)`` (every field, in order) for a frozen slots dataclass without
+    ``__post_init__``: each slot set through its own descriptor, where the generated
+    ``__init__`` calls ``object.__setattr__`` by name for each field (a Job: 10.6 against
+    4.9 us here, and a tick builds two per job). The same arguments are required and the
+    same object results (tests/test_table_codec.py)."""
+    params = cls.__dataclass_params__  # type: ignore[attr-defined]
+    if not (params.frozen and hasattr(cls, "__slots__")) or hasattr(cls, "__post_init__"):
+        raise TypeError(f"{cls.__name__} is not a frozen slots dataclass without __post_init__")
+    names = [f.name for f in dataclasses.fields(cls)]
+    args = ", ".join(names)
+    body = "".join(f"    _set_{name}(obj, {name})\n" for name in names)
+    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls} | {f"_set_{name}": vars(cls)[name].__set__ for name in names}
+    exec(f"def build({args}):\n    obj = _new(_cls)\n{body}    return obj\n", namespace)  # noqa: S102 - code built from field names, as dataclasses does
+    build = namespace["build"]
+    build.__qualname__ = build.__name__ = f"{cls.__name__.lower()}_from_values"
+    return build
+
+
+job_from_values = _positional_constructor(Job)
 
 
 @dataclass(frozen=True, slots=True)

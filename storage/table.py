@@ -36,7 +36,7 @@ import orjson
 
 from scheduler import model
 from scheduler.errors import ConflictError, JobNotFound, StoreCorrupt
-from scheduler.model import AuditEntry, Execution, Job, JobStatus, Outcome, RunRef, Settlement, TickRecord, to_iso, utc
+from scheduler.model import AuditEntry, Execution, Job, JobStatus, Outcome, RunRef, Settlement, TickRecord, job_from_values, to_iso, utc
 from storage.base import ClaimResult, ExtendResult, RestoreResult, SettleResult
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def job_from_data(data: dict[str, Any]) -> Job:
         values[i] = members.get(values[i]) or cls(values[i])
     audit = values[_AUDIT_AT]
     values[_AUDIT_AT] = tuple(AuditEntry.from_dict(entry) for entry in audit) if audit else ()
-    return Job(*values)
+    return job_from_values(*values)
 
 
 def execution_data(execution: Execution) -> dict[str, Any]:

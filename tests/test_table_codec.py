@@ -112,3 +112,21 @@ def test_job_replace_is_dataclasses_replace():
     assert job.replace() == job and job.replace() is not job
     with pytest.raises(TypeError, match="'colour'"):
         job.replace(colour="red")
+
+
+def test_job_from_values_is_the_dataclass_constructor():
+    """The fast positional constructor (scheduler/model.py) builds the same frozen job from
+    the same arguments, and refuses what the generated __init__ refuses."""
+    from scheduler.model import _positional_constructor, _job_values, job_from_values
+
+    for job in (every_field_set(), make_job("plain")):
+        values = _job_values(job)
+        built = job_from_values(*values)
+        assert built == Job(*values) == job and built is not job and type(built) is Job
+        assert [getattr(built, f.name) for f in dataclasses.fields(Job)] == list(values)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            built.status = JobStatus.PAUSED
+    with pytest.raises(TypeError):
+        job_from_values(*_job_values(make_job("short"))[:-1])
+    with pytest.raises(TypeError, match="not a frozen slots dataclass"):
+        _positional_constructor(dataclasses.make_dataclass("Loose", ["a"]))
