@@ -96,7 +96,9 @@ def _run_a_batch(n_jobs: int, handler, *, max_concurrency: int):
 def test_handlers_that_return_at_once_stay_on_the_one_thread_started_first(monkeypatch):
     import scheduler.engine as engine_module
 
-    monkeypatch.setattr(engine_module, "_RAMP_SECONDS", 60.0)  # no ramp check before the batch is done
+    # No ramp check before the batch is done (the first wait is the poll, before any handler started).
+    monkeypatch.setattr(engine_module, "_RAMP_SECONDS", 60.0)
+    monkeypatch.setattr(engine_module, "_POLL_SECONDS", 60.0)
     names: set[str] = set()
     metrics = _run_a_batch(300, lambda job, ctx: names.add(threading.current_thread().name), max_concurrency=8)
     assert metrics.jobs_succeeded == 300 and len(names) == 1
