@@ -60,8 +60,10 @@ REPS: dict[str, Any] = {
     "fig1": {"json": {0: 300, 10: 50, 100: 30, 1000: 20}, "firestore": {0: 100, 10: 20, 100: 10, 1000: 5}},
     "fig2": 3,
     "fig3": {"json": {1_000: 100, 10_000: 50, 100_000: 20}, "firestore": {1_000: 30, 10_000: 15, 100_000: 8}},
-    "fig4": {"starts": 5},
-    "fig5": {"pairs": 5},
+    # Cold starts and the APScheduler pairs are the noisiest figures here (5 samples: p50s of
+    # 0.64 and 0.97 s, and ratios of 1.6 and 2.1x, in two runs of one day), so they take more.
+    "fig4": {"starts": 9},
+    "fig5": {"pairs": 11},
     "fig6": {"ticks": 100},
 }
 QUICK_DIVISOR = 10
