@@ -8,7 +8,8 @@ command prints on stdout (``crontick export -``, ``jobs show``) stays clean.
 
 JSON: one object a line, the shape google-cloud-logging's ``StructuredLogHandler``
 wrote before this formatter replaced it (importing that library cost 200-300 ms of
-every cold start; this module adds nothing to import but the standard library):
+every cold start; this module adds nothing to import but the standard library and
+orjson, a compiled extension without dependencies):
 
 - the record's ``extra={"json_fields": {...}}`` merged in first, then ``message``
   (with the traceback appended for ``log.exception``: Error Reporting reads it there);

@@ -41,8 +41,8 @@ import math
 import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
-from itertools import accumulate
 from dataclasses import dataclass
+from itertools import accumulate
 
 from flask import Blueprint, Flask, Response, current_app
 from werkzeug.exceptions import NotFound
