@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 from datetime import datetime, timedelta, timezone
@@ -329,3 +330,31 @@ def test_stored_jobs_that_cannot_be_decoded_are_counted_once_per_tick_and_the_re
     # Three batches of two met the same two unreadable records: counted once each.
     assert (metrics.jobs_succeeded, metrics.jobs_unreadable, metrics.jobs_failed) == (5, 2, 0)
     assert {job_id: store.get_job(job_id).status for job_id in (f"good-{n}" for n in range(5))} == dict.fromkeys((f"good-{n}" for n in range(5)), JobStatus.COMPLETED)
+
+
+def test_job_lines_are_one_info_record_a_batch_and_a_warning_each_failure(env, caplog):
+    """Each settled job still gets a log line of its own (web/logs.py writes each
+    ``json_lines`` entry as a line); the successes of a batch share one record."""
+    ok = [env.add({"id": f"ok-{i}", "job_type": "ok", "schedule_at": iso(T0)}) for i in range(3)]
+    bad = env.add({"id": "bad", "job_type": "fail", "schedule_at": iso(T0), "max_attempts": 1})
+    with caplog.at_level(logging.INFO, logger="scheduler.engine"):
+        env.tick(tick_id="t-lines")
+    batch = [r for r in caplog.records if getattr(r, "json_lines", None) is not None]
+    assert len(batch) == 1 and batch[0].levelno == logging.INFO
+    assert batch[0].json_fields == {"action": "jobs_settled", "tick_id": "t-lines"}
+    assert batch[0].getMessage() == "3 job(s) settled"
+    assert sorted(line["job_id"] for line in batch[0].json_lines) == [job.id for job in ok]
+    assert batch[0].json_lines[0] == {
+        "action": "job_settled", "tick_id": "t-lines", "job_id": batch[0].json_lines[0]["job_id"], "job_type": "ok", "attempt": 1,
+        "duration_ms": batch[0].json_lines[0]["duration_ms"], "outcome": "succeeded", "error": None, "message": "Job succeeded",
+    }
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING and r.json_fields.get("action") == "job_settled"]
+    assert warning.getMessage() == "Job dead"
+    assert (warning.json_fields["job_id"], warning.json_fields["outcome"], warning.json_fields["error"]) == (bad.id, "dead", "RuntimeError: boom")
+
+
+def test_no_job_line_record_when_info_is_off(env, caplog):
+    env.add({"job_type": "ok", "schedule_at": iso(T0)})
+    with caplog.at_level(logging.WARNING, logger="scheduler.engine"):
+        assert env.tick().jobs_succeeded == 1
+    assert [r for r in caplog.records if r.name == "scheduler.engine"] == []

@@ -131,6 +131,41 @@ def test_an_exception_is_part_of_the_message():
     assert head == "it failed" and trace[0] == "Traceback (most recent call last):" and trace[-1] == "ValueError: boom"
 
 
+LINES = [
+    {"action": "job_settled", "job_id": "a", "severity": "DEBUG", "message": "Job succeeded"},
+    {"action": "job_settled", "job_id": "b c", "message": "Job misfired"},
+    "a bare line",
+]
+
+
+def test_json_lines_become_one_json_line_each_in_the_full_shape():
+    traceparent = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    text = emit(CloudLoggingFormatter("p"), headers=traceparent, extra={"json_fields": {"action": "jobs_settled"}, "json_lines": LINES})
+    assert text.endswith("\n") and text.count("\n") == 3
+    entries = [json.loads(line) for line in text.splitlines()]
+    assert [list(e) for e in entries] == [["action", "job_id", *KEY_ORDER], ["action", "job_id", *KEY_ORDER], KEY_ORDER]
+    assert [(e.get("job_id"), e["message"], e["severity"]) for e in entries] == [("a", "Job succeeded", "INFO"), ("b c", "Job misfired", "INFO"), (None, "a bare line", "INFO")]
+    shared = {k: v for k, v in entries[0].items() if k in KEY_ORDER[1:]}
+    assert all({k: e[k] for k in shared} == shared for e in entries)  # trace, span, labels, source, request: the record's
+    assert shared["logging.googleapis.com/trace"] == "projects/p/traces/0af7651916cd43dd8448eb211c80319c"
+    assert "jobs_settled" not in text and "Job %s" not in text  # the record's own message and fields are not written
+
+
+def test_json_lines_in_text():
+    lines = emit(TextFormatter(), extra={"json_fields": {"action": "jobs_settled"}, "json_lines": LINES}).splitlines()
+    assert [line.split(" ", 1)[1] for line in lines] == [
+        "INFO    crontick.test_logs: Job succeeded  action=job_settled  job_id=a  severity=DEBUG",
+        'INFO    crontick.test_logs: Job misfired  action=job_settled  job_id="b c"',
+        "INFO    crontick.test_logs: a bare line",
+    ]
+
+
+@pytest.mark.parametrize("lines", [[], "not a list", None])
+def test_a_record_without_usable_json_lines_is_written_as_itself(lines):
+    entry = json.loads(emit(CloudLoggingFormatter("p"), extra={"json_fields": {"action": "x"}, "json_lines": lines}))
+    assert (entry["action"], entry["message"]) == ("x", "Job succeeded")
+
+
 @pytest.mark.parametrize(
     ("header", "parsed"),
     [

@@ -20,6 +20,14 @@ orjson, a compiled extension without dependencies):
 - ``logging.googleapis.com/sourceLocation`` (``file``, ``line``, ``function``);
 - ``httpRequest`` (``requestMethod``, ``requestUrl``, ``userAgent``, ``protocol``) in a request.
 
+A record may carry ``extra={"json_lines": [...]}`` instead: a list of mappings, each written
+as a line of its own, its ``message`` key the line's message and its other keys the
+line's fields, everything else (severity, trace, source location, request) the record's;
+the record's own message and ``json_fields`` are then not written. The engine logs a
+batch's settled jobs this way (one line per job, one record per batch: the logging
+module's per-record work was a sixth of a tick of 1,000 no-op jobs); a handler other than
+crontick's sees one record, ``"<n> job(s) settled"``, with the lines in ``json_lines``.
+
 A ``json_fields`` key that Cloud Logging reserves (``severity``, ``httpRequest``, the
 ``logging.googleapis.com/*`` keys...) is dropped rather than allowed to forge those
 fields. Values JSON cannot encode are written with ``str()``. Lines are encoded by orjson
@@ -28,7 +36,8 @@ falling back to the standard library for what orjson refuses (a lone surrogate, 
 non-string key, an integer beyond 64 bits).
 
 Text: ``2026-01-05T12:00:00.123Z INFO  scheduler.engine: Scheduler tick completed  tick_id=ab12 jobs_due=3``
-(UTC; the json_fields as ``key=value``, values with spaces quoted; then the traceback).
+(UTC; the json_fields as ``key=value``, values with spaces quoted; then the traceback);
+``json_lines`` likewise, a line each.
 """
 
 from __future__ import annotations
@@ -135,9 +144,27 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return dict(fields) if isinstance(fields, Mapping) else {}
 
 
+def _lines(record: logging.LogRecord) -> list[tuple[Mapping[str, Any], str]] | None:
+    """A record's ``json_lines`` as (fields, message) pairs, or None if it has none."""
+    lines = getattr(record, "json_lines", None)
+    if not isinstance(lines, list) or not lines:
+        return None
+    return [(line, str(line.get("message", ""))) if isinstance(line, Mapping) else ({}, str(line)) for line in lines]
+
+
 # Datetimes and dataclasses go to default=str, as with the standard library (orjson would
 # write them its own way).
 _AS_STDLIB = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def _json_line(fields: Mapping[str, Any], message: str, tail: dict[str, Any]) -> str:
+    entry = {key: value for key, value in fields.items() if key not in RESERVED_FIELDS}
+    entry["message"] = message
+    entry.update(tail)
+    try:
+        return orjson.dumps(entry, default=str, option=_AS_STDLIB).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(entry, ensure_ascii=False, default=str)
 
 
 class CloudLoggingFormatter(logging.Formatter):
@@ -149,19 +176,19 @@ class CloudLoggingFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         http_request, trace_id, span_id, sampled = request_data()
-        entry = {key: value for key, value in _fields(record).items() if key not in RESERVED_FIELDS}
-        entry["message"] = _message(record)
-        entry["severity"] = record.levelname
-        entry["logging.googleapis.com/labels"] = {"python_logger": record.name}
-        entry["logging.googleapis.com/trace"] = f"projects/{self.project}/traces/{trace_id}" if trace_id and self.project else (trace_id or "")
-        entry["logging.googleapis.com/spanId"] = span_id or ""
-        entry["logging.googleapis.com/trace_sampled"] = sampled
-        entry["logging.googleapis.com/sourceLocation"] = {"line": record.lineno, "file": record.pathname, "function": record.funcName}
-        entry["httpRequest"] = http_request or {}
-        try:
-            return orjson.dumps(entry, default=str, option=_AS_STDLIB).decode()
-        except orjson.JSONEncodeError:
-            return json.dumps(entry, ensure_ascii=False, default=str)
+        tail = {
+            "severity": record.levelname,
+            "logging.googleapis.com/labels": {"python_logger": record.name},
+            "logging.googleapis.com/trace": f"projects/{self.project}/traces/{trace_id}" if trace_id and self.project else (trace_id or ""),
+            "logging.googleapis.com/spanId": span_id or "",
+            "logging.googleapis.com/trace_sampled": sampled,
+            "logging.googleapis.com/sourceLocation": {"line": record.lineno, "file": record.pathname, "function": record.funcName},
+            "httpRequest": http_request or {},
+        }
+        lines = _lines(record)
+        if lines is None:
+            return _json_line(_fields(record), _message(record), tail)
+        return "\n".join(_json_line(fields, message, tail) for fields, message in lines)
 
 
 _BARE = r"[^\s\"'=]+"
@@ -179,11 +206,19 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = f"{time.strftime('%Y-%m-%dT%H:%M:%S', self.converter(record.created))}.{int(record.msecs):03d}Z"
-        fields = "  ".join(f"{key}={_text_value(value)}" for key, value in _fields(record).items())
+        head = f"{stamp} {record.levelname:<7} {record.name}: "
+        lines = _lines(record)
+        if lines is not None:
+            return "\n".join(head + _text_line(message, {k: v for k, v in fields.items() if k != "message"}) for fields, message in lines)
         message = _message(record)
-        head, _, rest = message.partition("\n")
-        line = f"{stamp} {record.levelname:<7} {record.name}: {head}" + (f"  {fields}" if fields else "")
+        first, _, rest = message.partition("\n")
+        line = head + _text_line(first, _fields(record))
         return f"{line}\n{rest}" if rest else line
+
+
+def _text_line(message: str, fields: Mapping[str, Any]) -> str:
+    pairs = "  ".join(f"{key}={_text_value(value)}" for key, value in fields.items())
+    return f"{message}  {pairs}" if pairs else message
 
 
 class _CurrentStream:
