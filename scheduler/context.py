@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from scheduler.model import Job
+from scheduler.model import Job, positional_constructor
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,5 +38,8 @@ class HandlerContext:
         """Stable across retries of one occurrence: ``<job id>@<fire time>``."""
         return f"{job.id}@{self.fire_at.isoformat()}"
 
+
+# HandlerContext(tick_id, attempt, fire_at, deadline, cancelled), every field given: one per run.
+context_from_values = positional_constructor(HandlerContext)
 
 Handler = Callable[[Job, HandlerContext], Any]

@@ -39,7 +39,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from scheduler.clock import utc_now
-from scheduler.context import Handler, HandlerContext
+from scheduler.context import Handler, context_from_values
 from scheduler.dispatch import DispatchRequest, Dispatcher
 from scheduler.errors import JobNotFound
 from scheduler.heartbeat import LeaseKeeper
@@ -57,6 +57,7 @@ from scheduler.model import (
     Settlement,
     Source,
     TickRecord,
+    execution_from_values,
 )
 from scheduler.settings import Settings
 from scheduler.schema import MAX_NOTE_CHARS
@@ -617,11 +618,11 @@ class TickEngine:
                     log.warning("run_all catch-up bounded", extra={"json_fields": {"action": "catch_up_bounded", "job_id": job.id, "dropped": dropped, "ran": len(occurrences)}})
             for occurrence in occurrences:
                 t0 = self.monotonic()
-                ctx = HandlerContext(tick_id=scope.tick_id, attempt=job.attempts, fire_at=occurrence, deadline=begin + timeout, cancelled=cancelled)
+                ctx = context_from_values(scope.tick_id, job.attempts, occurrence, begin + timeout, cancelled)
                 if handler is None:
                     raise LookupError(f"no handler registered for job_type {job.job_type!r}")
                 handler(job, ctx)
-                executions.append(Execution(job.id, occurrence, job.attempts, scope.tick_id, Outcome.SUCCEEDED, now, _ms(t0, self.monotonic()), None, scope.source, scope.task))
+                executions.append(execution_from_values(job.id, occurrence, job.attempts, scope.tick_id, Outcome.SUCCEEDED, now, _ms(t0, self.monotonic()), None, scope.source, scope.task))
                 if cancelled.is_set():
                     break
         except Exception as exc:  # a handler's failure (or its catch-up's) is data, not a crash

@@ -261,7 +261,7 @@ _job_values = operator.attrgetter(*_JOB_FIELDS)
 _DATETIME_FIELDS = frozenset(_DATETIME_FIELDS)
 
 
-def _positional_constructor(cls: type) -> Callable[..., Any]:
+def positional_constructor(cls: type) -> Callable[..., Any]:
     """``cls(*values)`` (every field, in order) for a frozen slots dataclass without
     ``__post_init__``: each slot set through its own descriptor, where the generated
     ``__init__`` calls ``object.__setattr__`` by name for each field (a Job: 10.6 against
@@ -280,7 +280,7 @@ def _positional_constructor(cls: type) -> Callable[..., Any]:
     return build
 
 
-job_from_values = _positional_constructor(Job)
+job_from_values = positional_constructor(Job)
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,6 +328,10 @@ class Execution:
             source=Source(data.get("source", Source.MANUAL)),
             task=data.get("task"),
         )
+
+
+# Every field, in order: the engine records each run with it (a tick builds one per job).
+execution_from_values = positional_constructor(Execution)
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,14 +70,28 @@ _AUDIT_AT = _FIELDS.index("audit")
 _VALUE_OF: dict[Any, str] = {member: member.value for enum in (*(cls for _, cls, _ in _ENUMS_AT), Outcome, model.Source) for member in enum}
 
 
+# UTC instants written lately, and their text: a tick writes the same few for every job
+# (its clock reading as updated_at, last_run_at and started_at; a shared fire time), and a
+# dict hit costs 0.13 us where formatting costs 1.0. UTC only: two datetimes of one other
+# zone that differ only in ``fold`` compare (and hash) equal but are different instants.
+_ISO_MEMO: dict[datetime, str] = {}
+_ISO_MEMO_SIZE = 4096
+
+
 def _iso(value: datetime) -> str:
     """``to_iso(value)``. For a UTC datetime (what every stored one is) orjson writes it in
     0.4 us where ``isoformat`` takes 2.6 (a tick writes six per job); orjson leaves out a
     zero fraction, which the fixed width puts back."""
-    if value.tzinfo is _UTC:
+    if value.tzinfo is not _UTC:
+        return to_iso(value)  # type: ignore[return-value]
+    text = _ISO_MEMO.get(value)
+    if text is None:
         text = _dumps(value, option=_UTC_Z)[1:-2].decode()  # without the quotes and the Z
-        return f"{text}Z" if value.microsecond else f"{text}.000000Z"
-    return to_iso(value)  # type: ignore[return-value]
+        text = f"{text}Z" if value.microsecond else f"{text}.000000Z"
+        if len(_ISO_MEMO) >= _ISO_MEMO_SIZE:
+            _ISO_MEMO.clear()  # the next tick's instants are new ones anyway
+        _ISO_MEMO[value] = text
+    return text
 
 
 def job_data(job: Job) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scheduler.model import AuditEntry, Execution, Job, JobStatus, Misfire, Outcome, Overlap, Source, to_iso
+from storage import table
 from storage.table import _iso, execution_data, job_data, job_from_data
 from tests.support.clock import T0
 from tests.support.jobs import make_job
@@ -64,12 +65,28 @@ def test_the_fast_timestamp_is_to_iso(value):
         expected = to_iso(value)
     except OverflowError:  # a local time that is outside the calendar in UTC
         return
-    assert _iso(value) == expected and len(expected) == 27
+    table._ISO_MEMO.clear()
+    assert _iso(value) == expected and len(expected) == 27  # formatted
+    assert _iso(value) == expected  # remembered (UTC) or formatted again
 
 
 @pytest.mark.parametrize("value", [datetime(1, 1, 1, tzinfo=timezone.utc), datetime(3, 1, 1, tzinfo=timezone.utc), datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc), T0, T0 + timedelta(microseconds=1)])
 def test_the_fast_timestamp_at_the_ends_of_the_calendar(value):
     assert _iso(value) == to_iso(value)
+
+
+def test_the_timestamp_memo_is_bounded_and_keeps_utc_only():
+    table._ISO_MEMO.clear()
+    paris = ZoneInfo("Europe/Paris")
+    first = datetime(2026, 10, 25, 2, 30, tzinfo=paris)  # the hour Paris lives twice
+    second = first.replace(fold=1)
+    assert first == second and hash(first) == hash(second)  # why zoned datetimes are not remembered
+    assert (_iso(first), _iso(second)) == ("2026-10-25T00:30:00.000000Z", "2026-10-25T01:30:00.000000Z")
+    assert table._ISO_MEMO == {}
+    for i in range(table._ISO_MEMO_SIZE + 10):
+        value = T0 + timedelta(microseconds=i)
+        assert _iso(value) == to_iso(value)
+    assert 0 < len(table._ISO_MEMO) <= table._ISO_MEMO_SIZE
 
 
 def test_a_non_utc_datetime_is_written_as_to_dict_writes_it():
@@ -117,7 +134,7 @@ def test_job_replace_is_dataclasses_replace():
 def test_job_from_values_is_the_dataclass_constructor():
     """The fast positional constructor (scheduler/model.py) builds the same frozen job from
     the same arguments, and refuses what the generated __init__ refuses."""
-    from scheduler.model import _positional_constructor, _job_values, job_from_values
+    from scheduler.model import positional_constructor, _job_values, job_from_values
 
     for job in (every_field_set(), make_job("plain")):
         values = _job_values(job)
@@ -129,4 +146,23 @@ def test_job_from_values_is_the_dataclass_constructor():
     with pytest.raises(TypeError):
         job_from_values(*_job_values(make_job("short"))[:-1])
     with pytest.raises(TypeError, match="not a frozen slots dataclass"):
-        _positional_constructor(dataclasses.make_dataclass("Loose", ["a"]))
+        positional_constructor(dataclasses.make_dataclass("Loose", ["a"]))
+
+
+def test_the_run_path_constructors_are_the_dataclass_constructors():
+    """The engine builds each run's Execution and HandlerContext with positional constructors."""
+    import threading
+
+    from scheduler.context import HandlerContext, context_from_values
+    from scheduler.model import execution_from_values
+
+    values = ("j1", T0, 2, "tick", Outcome.SUCCEEDED, T0 + timedelta(seconds=1), 1.5, None, Source.CLOUD_TASKS, {"name": "t"})
+    built = execution_from_values(*values)
+    assert built == Execution(*values) and type(built) is Execution
+    cancelled = threading.Event()
+    ctx = context_from_values("tick", 2, T0, 12.5, cancelled)
+    assert ctx == HandlerContext(tick_id="tick", attempt=2, fire_at=T0, deadline=12.5, cancelled=cancelled) and ctx.cancelled is cancelled
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ctx.attempt = 3
+    with pytest.raises(TypeError):
+        context_from_values("tick", 2, T0, 12.5)  # every field is required, the default factory's too
