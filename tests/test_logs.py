@@ -254,19 +254,6 @@ def test_configure_logging_replaces_its_handler_and_the_cli_is_quiet_by_default(
         assert [h for h in root.handlers if not getattr(h, "_crontick_handler", False)] == before
 
 
-def test_configure_logging_turns_off_the_per_record_thread_and_process_lookups():
-    """Neither format writes them; LogRecord would look them up for each of a tick's job lines."""
-    code = (
-        "import logging; from scheduler.settings import Settings; from web.logs import configure_logging\n"
-        "before = logging.makeLogRecord({}).processName\n"
-        "configure_logging(Settings(log_format='json'), environ={})\n"
-        "record = logging.makeLogRecord({})\n"
-        "print(before, record.thread, record.threadName, record.process, record.processName)"
-    )
-    done = subprocess.run([sys.executable, "-c", code], env=service_env(), cwd=REPO, capture_output=True, text=True, timeout=60, check=True)
-    assert done.stdout.split() == ["MainProcess", "None", "None", "None", "None"]
-
-
 START = "from main import create_app; create_app()"  # logs "JSON store opened" at INFO on stdout
 
 
