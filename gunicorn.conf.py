@@ -7,10 +7,18 @@ with ``AUTH_MODE=disabled`` on an address other than loopback (web/exposure.py).
 ``post_fork`` and ``post_worker_init`` keep the garbage collector out of the worker's
 start and off the app it loaded (web/worker_gc.py; ``CRONTICK_GC_TUNING=off`` keeps
 CPython's defaults).
+
+``control_socket_disable``: gunicorn 27's control socket (``gunicornc``) is a master
+thread running an asyncio loop on ``$HOME/.gunicorn/gunicorn.ctl``, one path shared by
+every gunicorn of the user. Nobody drives a Cloud Run container with it, and on a test
+machine that starts many gunicorns the shared path only invites one master's shutdown to
+unlink another's socket.
 """
 
 from web import worker_gc
 from web.exposure import when_ready  # noqa: F401 - a gunicorn server hook, found by name
+
+control_socket_disable = True
 
 
 def post_fork(server: object, worker: object) -> None:

@@ -273,3 +273,4 @@ def test_the_repository_gunicorn_conf_loads_the_hook_without_any_flag(tmp_path):
         assert server.stop() == 0
     records = [json.loads(line) for line in server.log().splitlines() if line.startswith("{") and ACTION in line]
     assert [(r["severity"], r["address"]) for r in records] == [("WARNING", f"0.0.0.0:{port}")]
+    assert "Control socket" not in server.log()  # gunicorn.conf.py turns gunicorn's control socket off
