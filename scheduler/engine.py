@@ -414,13 +414,14 @@ class TickEngine:
             if job.backfill_of is not None:  # history says which runs were backfilled
                 result.executions = [dataclasses.replace(e, source=Source.BACKFILL) for e in result.executions]
             settlement = self._plan(job, result, settle_now)
-            if result.outcome is not Outcome.DEFERRED:
+            failed = result.outcome not in (Outcome.SUCCEEDED, Outcome.MISFIRED, Outcome.DEFERRED)
+            if failed or (quiet_lines is not None and result.outcome is not Outcome.DEFERRED):
                 outcome = settlement.job.last_outcome
                 line = {
                     "action": "job_settled", "tick_id": scope.tick_id, "job_id": job.id, "job_type": job.job_type,
                     "attempt": job.attempts, "duration_ms": result.duration_ms, "outcome": outcome, "error": result.error, "message": f"Job {outcome}",
                 }
-                if result.outcome not in (Outcome.SUCCEEDED, Outcome.MISFIRED):
+                if failed:
                     log.warning(line.pop("message"), extra={"json_fields": line})
                 elif quiet_lines is not None:
                     quiet_lines.append(line)
