@@ -2,8 +2,8 @@
 
 Safe across threads and processes on one machine:
 
-* every call holds an exclusive ``filelock`` on ``<file>.lock`` (an OS-level
-  ``flock``, released by the kernel if the process dies) for its whole
+* every call holds an exclusive lock on ``<file>.lock`` (an OS-level ``flock``,
+  released by the kernel if the process dies: storage/flock.py) for its whole
   read-modify-write;
 * every write goes to a temporary file in the same folder, is fsync'd, then
   atomically replaces the old file (``os.replace``), and the folder is fsync'd,
@@ -60,12 +60,12 @@ import sys
 import tempfile
 import threading
 import uuid
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-
 from scheduler.errors import StoreCorrupt, StoreUnavailable
+from storage import flock
 from storage.table import SCHEMA_VERSION, JobTable, TableStore, empty_document
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ class JsonFileStore(TableStore):
         self.path = Path(os.path.realpath(path))
         self.history_limit = history_limit
         self.lock_timeout = lock_timeout
-        self._file_lock = FileLock(f"{self.path}.lock", timeout=lock_timeout)
+        self.lock_path = f"{self.path}.lock"
         self._mutex = threading.Lock()  # guards the cache between this process's threads
         self._cache: tuple[bytes, dict[str, Any]] | None = None
         # Per section ("jobs", "executions"): (the section object, {key: '"key":<its JSON>'}).
@@ -149,19 +149,27 @@ class JsonFileStore(TableStore):
 
     def _remove_orphaned_temp_files(self) -> None:
         """Temp files are only written under the lock, so any found while holding it
-        were left by a process killed mid-write; they never hold the only copy."""
-        with self._mutex, self._file_lock:
-            for orphan in self.path.parent.glob(f".{self.path.name}.*.tmp"):
-                try:
-                    orphan.unlink()
-                    log.info("Removed a temp file left by an interrupted write", extra={"json_fields": {"file": str(orphan)}})
-                except OSError:
-                    pass
+        were left by a process killed mid-write; they never hold the only copy. Cleaning
+        up is no reason to refuse a start: a lock not had in time (LockTimeout is an
+        OSError) leaves them to the next start."""
+        try:
+            with self._mutex, self._file_lock():
+                for orphan in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+                    try:
+                        orphan.unlink()
+                        log.info("Removed a temp file left by an interrupted write", extra={"json_fields": {"file": str(orphan)}})
+                    except OSError:
+                        pass
+        except OSError as exc:
+            log.warning("Left temp files of interrupted writes for the next start", extra={"json_fields": {"action": "json_temp_cleanup_skipped", "error": str(exc)}})
+
+    def _file_lock(self) -> AbstractContextManager[None]:
+        return flock.hold(self.lock_path, self.lock_timeout)
 
     def _call(self, verb: str, *args: Any, **kwargs: Any) -> Any:
         with self._mutex:
             try:
-                with self._file_lock:
+                with self._file_lock():
                     doc = self._load()
                     table = JobTable(doc, history_limit=self.history_limit)
                     generation = self._cache[0] if self._cache is not None else None
@@ -179,7 +187,7 @@ class JsonFileStore(TableStore):
                             self._cache = None  # the cached doc was changed but not saved
                         raise
                     return result
-            except Timeout:
+            except flock.LockTimeout:
                 raise StoreUnavailable(f"could not lock {self.path} within {self.lock_timeout:g} s") from None
             except OSError as exc:  # the lock file itself could not be opened
                 raise StoreUnavailable(f"cannot lock {self.path}: {exc}") from exc
