@@ -94,7 +94,7 @@ def write_json_store(path: str | os.PathLike[str], jobs: Iterable[Job]) -> None:
     writer.path.parent.mkdir(parents=True, exist_ok=True)
     doc = empty_document()
     doc["jobs"] = {job.id: job.to_dict() for job in jobs}
-    with writer._file_lock:
+    with writer._file_lock():
         writer._save(doc)
 
 

@@ -134,7 +134,7 @@ class Backend:
         """Add many jobs in a few writes (add_job would be one fsync or RPC each)."""
         store = self.store()
         if self.kind == "json":
-            with store._mutex, store._file_lock:
+            with store._mutex, store._file_lock():
                 doc = store._load()
                 table = JobTable(doc, history_limit=store.history_limit)
                 for job in jobs:
