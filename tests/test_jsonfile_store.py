@@ -203,6 +203,31 @@ def test_temp_files_of_an_interrupted_write_are_removed_at_start(tmp_path):
     assert JsonFileStore(tmp_path / "jobs.json").get_job("x").id == "x"
 
 
+def test_a_start_that_cannot_lock_for_the_cleanup_still_opens_and_leaves_the_temp_files(tmp_path, caplog):
+    from storage import flock
+
+    JsonFileStore(tmp_path / "jobs.json").add_job(make_job("x"))
+    orphan = tmp_path / ".jobs.json.abc123.tmp"
+    orphan.write_text('{"half": ')
+    store = JsonFileStore(tmp_path / "jobs.json")
+    locks = []
+
+    def lock_then_time_out():  # the open's read gets the lock; the cleanup after it does not
+        locks.append(1)
+        if len(locks) == 2:
+            raise flock.LockTimeout(store.lock_path, store.lock_timeout)
+        return flock.hold(store.lock_path, store.lock_timeout)
+
+    store._file_lock = lock_then_time_out
+    with caplog.at_level("WARNING", logger="storage.jsonfile"):
+        store.open()
+    assert len(locks) == 2
+    assert orphan.exists()
+    (record,) = [r for r in caplog.records if getattr(r, "json_fields", {}).get("action") == "json_temp_cleanup_skipped"]
+    assert "could not lock" in record.json_fields["error"]
+    assert store.get_job("x").id == "x"
+
+
 def test_extend_leases_is_one_write_per_batch_and_none_when_nothing_moves(tmp_path):
     store = JsonFileStore(tmp_path / "jobs.json")
     store.open()
