@@ -23,7 +23,7 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 from flask import Blueprint, g, jsonify, request
-from werkzeug.exceptions import NotFound, RequestEntityTooLarge, UnsupportedMediaType
+from werkzeug.exceptions import NotFound, UnsupportedMediaType
 
 from scheduler.errors import JobNotFound, ValidationError
 from scheduler.jobspec import ID_RE as JOB_ID_RE
@@ -33,6 +33,7 @@ from scheduler.model import Job, JobStatus, Outcome, to_iso
 from scheduler.snapshot import iter_jobs
 from scheduler.timing import PlannedTime, zone
 from web.context import Crontick, crontick
+from web.errors import read_body
 from web.openapi import build_openapi
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -125,10 +126,7 @@ def json_body() -> Any:
     mimetype = request.mimetype
     if mimetype and mimetype != "application/json" and not mimetype.endswith("+json"):
         raise UnsupportedMediaType(f"send the body as JSON with 'Content-Type: application/json', not {mimetype!r}")
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise RequestEntityTooLarge(f"the body is over {MAX_BODY_BYTES} bytes")
-    request.max_content_length = MAX_BODY_BYTES
-    raw = request.get_data(cache=True)
+    raw = read_body(MAX_BODY_BYTES)
     if not raw.strip():
         raise ValidationError("the request body must be a JSON object", "body")
     try:

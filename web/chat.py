@@ -54,7 +54,7 @@ from scheduler.timing import PlannedTime, zone
 from scheduler.when import When, canonical_zone, parse_instant, parse_range, split_when
 from web.auth import GOOGLE_ISSUERS, AuthError, TokenVerifier, is_allowed
 from web.context import Crontick, crontick
-from web.errors import error_response
+from web.errors import error_response, read_body
 
 log = logging.getLogger(__name__)
 
@@ -273,9 +273,9 @@ def _read_event() -> Any:
     or an error response: 413 over :data:`MAX_BODY_BYTES` (or a smaller app-wide
     ``MAX_CONTENT_LENGTH``), 400 naming ``body`` when nested too deeply to parse.
 
-    The limit is enforced here, on its own: a declared ``Content-Length`` is refused
-    before reading, and a body without one (chunked) is read through a stream that
-    stops at the limit (``request.max_content_length``, set before the first read).
+    The limit is enforced here, on its own (web/errors.py ``read_body``): a declared
+    ``Content-Length`` is refused before reading, and a body without one (chunked) is
+    read up to the limit and refused when there is more.
     """
     if not request.is_json:
         return None
@@ -286,11 +286,8 @@ def _read_event() -> Any:
         log.warning("Chat event refused: body too large", extra={"json_fields": {"action": "chat_body_too_large", "limit_bytes": limit, "content_length": request.content_length}})
         return error_response(413, "request_entity_too_large", f"the Chat event body is over {limit} bytes ({limit / 1024:g} KiB)", "body")
 
-    if request.content_length is not None and request.content_length > limit:
-        return too_large()
-    request.max_content_length = limit
     try:
-        raw = request.get_data(cache=True)
+        raw = read_body(limit)
     except RequestEntityTooLarge:
         return too_large()
     try:
