@@ -13,10 +13,25 @@ from web import errors
 TERMINATED = {"wsgi.input_terminated": True}
 
 
-class GoneAway(io.BytesIO):
+class Streamed:
+    """A body of unknown length, as a chunked one is (the test client measures a BytesIO
+    and declares its length)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._data.read(size)
+
+
+def streamed(data: bytes) -> dict:
+    return {"wsgi.input": Streamed(data), "wsgi.input_terminated": True, "HTTP_TRANSFER_ENCODING": "chunked"}
+
+
+class Disconnects(Streamed):
     """Gives its bytes, then fails as a socket whose client went away does."""
 
-    def read(self, size: int | None = -1) -> bytes:
+    def read(self, size: int = -1) -> bytes:
         chunk = super().read(size)
         if not chunk:
             raise ConnectionResetError("peer went away")
@@ -50,7 +65,7 @@ def test_a_streamed_body_is_read_up_to_the_drain_limit(monkeypatch):
 
 
 def test_a_client_that_goes_away_ends_the_drain_quietly():
-    assert errors.drain_unread_body(TERMINATED | {"wsgi.input": GoneAway(b"x" * 70_000), "CONTENT_LENGTH": "1000000"}) == 70_000
+    assert errors.drain_unread_body(TERMINATED | {"wsgi.input": Disconnects(b"x" * 70_000), "CONTENT_LENGTH": "1000000"}) == 70_000
 
 
 def test_a_malformed_length_or_no_stream_reads_nothing():
@@ -92,21 +107,6 @@ def test_the_app_drains_after_its_response_what_a_view_left_unread():
     assert body.read() == b""  # ...then all of it, read and dropped
 
 
-class Streamed:
-    """A body of unknown length, as a chunked one is (the test client measures a BytesIO
-    and declares its length)."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = io.BytesIO(data)
-
-    def read(self, size: int = -1) -> bytes:
-        return self._data.read(size)
-
-
-def streamed(data: bytes) -> dict:
-    return {"wsgi.input": Streamed(data), "wsgi.input_terminated": True, "HTTP_TRANSFER_ENCODING": "chunked"}
-
-
 def test_a_streamed_body_over_the_limit_is_413_for_its_size_not_400_for_its_json():
     app = _app(limit=100)
     client = app.test_client()
@@ -132,3 +132,10 @@ def test_a_request_without_a_body_is_not_wrapped(size):
     environ = {"CONTENT_LENGTH": str(size) if size else "", "wsgi.input": io.BytesIO(b"q" * size), "wsgi.input_terminated": True}
     result = app(environ, lambda *a: None)
     assert (result == [b"ok"]) is (size == 0)
+
+
+def test_a_client_gone_after_exactly_the_limit_sent_the_whole_body():
+    # read_body asks for one byte more; a client that went away sent no more.
+    environ = {"wsgi.input": Disconnects(b"z" * 100), "wsgi.input_terminated": True, "HTTP_TRANSFER_ENCODING": "chunked"}
+    response = _app(limit=100).test_client().post("/echo", environ_overrides=environ)
+    assert response.status_code == 200 and response.get_json() == {"bytes": 100}

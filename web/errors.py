@@ -54,9 +54,17 @@ def read_body(limit: int) -> bytes:
         raise RequestEntityTooLarge(f"the body is {length} bytes; this endpoint takes at most {limit}")
     request.max_content_length = limit
     raw = request.get_data(cache=True)
-    if length is None and len(raw) >= limit and request.environ["wsgi.input"].read(1):
+    if length is None and len(raw) >= limit and _more(request.environ):
         raise RequestEntityTooLarge(f"the body is over {limit} bytes; this endpoint takes at most {limit}")
     return raw
+
+
+def _more(environ: dict[str, Any]) -> bool:
+    """Whether the request stream holds another byte (which is then consumed)."""
+    try:
+        return bool(environ["wsgi.input"].read(1))
+    except (OSError, ValueError):  # the client went away: it sent no more
+        return False
 
 
 # A body left unread is read after the response up to this size: Cloud Run's own limit on
