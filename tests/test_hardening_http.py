@@ -109,7 +109,7 @@ def chunked(server: Gunicorn, path: str, size: int) -> tuple[int, dict]:
 def test_an_early_answer_reaches_a_client_still_sending_its_body(tmp_path, env):
     # An answer given before the body was read, then the connection closed with the rest
     # of the body unread, reset the connection under the client: every one of these 4 MB
-    # requests ended in a broken pipe, about 1 in 70 of 1 MiB + 10 bytes, 1 in 30 of 1 MB
+    # requests ended in a broken pipe, about 1 in 70 of 1 MiB + 9 bytes, 1 in 30 of 1 MB
     # to a wrong path or method (web/errors.py drain_unread_body).
     server = Gunicorn(env, tmp_path / "g.log", workers=2)
     try:

@@ -96,7 +96,7 @@ def drain_unread_body(environ: dict[str, Any]) -> int:
     unread in the server's socket, and closing a socket with unread data resets the
     connection. A client still sending then sees a broken pipe instead of the answer:
     through gunicorn here, 100 of 100 POSTs of 4 MB refused with 413, 3 in 200 of
-    1 MiB + 10 bytes, and 2 in 60 of 1 MB to a 404 or a 405.
+    1 MiB + 9 bytes, and 2 in 60 of 1 MB to a 404 or a 405.
 
     Only when the server terminates the input stream (``wsgi.input_terminated``, which
     gunicorn sets): reading to the end is then safe, where another server's raw socket
