@@ -53,7 +53,9 @@ def _host(value: str) -> str:
     raise ValueError("must be an IP address or a host name (no port, no scheme)")
 
 
-def _bool(value: str) -> bool:
+def parse_bool(value: str) -> bool:
+    """The one reading of a boolean setting: 1/true/yes/on, 0/false/no/off or empty;
+    anything else raises ``ValueError``."""
     lowered = value.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
         return True
@@ -351,10 +353,10 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any], dict[str, Any]]] = {
     "local_tick_seconds": ("SCHEDULER_LOCAL_TICK_SECONDS", float, {"minimum": 1}),
     "log_level": ("LOG_LEVEL", str.upper, {"choices": ("DEBUG", "INFO", "WARNING", "ERROR")}),
     "log_format": ("LOG_FORMAT", str.lower, {"choices": LOG_FORMATS}),
-    "metrics_enabled": ("METRICS_ENABLED", _bool, {}),
+    "metrics_enabled": ("METRICS_ENABLED", parse_bool, {}),
     "metrics_store_cache_seconds": ("METRICS_STORE_CACHE_SECONDS", float, {"minimum": 0}),
     "host": ("HOST", _host, {}),
-    "shadow_mode": ("SCHEDULER_SHADOW_MODE", _bool, {}),
+    "shadow_mode": ("SCHEDULER_SHADOW_MODE", parse_bool, {}),
     "legacy_interval_seconds": ("SCHEDULER_LEGACY_INTERVAL_SECONDS", float, {"minimum": 1}),
     "chat_auth_audience": ("CHAT_AUTH_AUDIENCE", str, {}),
     "chat_allowed_senders": ("CHAT_ALLOWED_SENDERS", _csv, {}),
@@ -369,9 +371,9 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any], dict[str, Any]]] = {
     "postgres_pool_size": ("SCHEDULER_POSTGRES_POOL_SIZE", int, {"minimum": 1}),
     "postgres_connect_timeout_seconds": ("SCHEDULER_POSTGRES_CONNECT_TIMEOUT_SECONDS", float, {"minimum": 0.1}),
     "postgres_statement_timeout_seconds": ("SCHEDULER_POSTGRES_STATEMENT_TIMEOUT_SECONDS", float, {"minimum": 0.1}),
-    "postgres_migrate_at_start": ("SCHEDULER_POSTGRES_MIGRATE_AT_START", _bool, {}),
+    "postgres_migrate_at_start": ("SCHEDULER_POSTGRES_MIGRATE_AT_START", parse_bool, {}),
     "postgres_prune_seconds": ("SCHEDULER_POSTGRES_PRUNE_SECONDS", float, {"minimum": 0}),
-    "postgres_iam_auth": ("SCHEDULER_POSTGRES_IAM_AUTH", _bool, {}),
+    "postgres_iam_auth": ("SCHEDULER_POSTGRES_IAM_AUTH", parse_bool, {}),
     "dispatch": ("SCHEDULER_DISPATCH", str.lower, {"choices": DISPATCH_MODES}),
     "dispatch_lease_seconds": ("SCHEDULER_DISPATCH_LEASE_SECONDS", float, {"minimum": 1}),
     "dispatch_concurrency": ("SCHEDULER_DISPATCH_CONCURRENCY", int, {"minimum": 1}),

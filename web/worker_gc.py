@@ -34,6 +34,8 @@ import logging
 import os
 from collections.abc import Mapping
 
+from scheduler.settings import parse_bool
+
 YOUNG_THRESHOLD = 20_000  # gen0: allocations between young collections (CPython: 700)
 SETTING = "CRONTICK_GC_TUNING"
 
@@ -41,9 +43,14 @@ log = logging.getLogger(__name__)
 
 
 def enabled(environ: Mapping[str, str] | None = None) -> bool:
-    """False when ``CRONTICK_GC_TUNING`` is off, false, 0 or no."""
-    value = (os.environ if environ is None else environ).get(SETTING, "on").strip().lower()
-    return value not in ("off", "false", "0", "no")
+    """False when ``CRONTICK_GC_TUNING`` is off, false, 0 or no (read as every boolean
+    setting is, scheduler.settings.parse_bool). Unset, empty or unreadable: on, the
+    default, since a worker hook is no place to refuse a start over an optimisation."""
+    value = (os.environ if environ is None else environ).get(SETTING, "").strip()
+    try:
+        return parse_bool(value) if value else True
+    except ValueError:
+        return True
 
 
 def before_app_load() -> None:
