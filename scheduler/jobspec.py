@@ -23,7 +23,6 @@ from datetime import datetime
 from typing import Any
 
 from scheduler.errors import UnknownJobType, ValidationError
-from croniter import CroniterError
 
 from scheduler.model import Job, JobStatus, Misfire, Overlap, utc
 from scheduler.timing import check_cron, fire_times_after, first_fire_time, next_fire_after, run_at, zone
@@ -254,7 +253,7 @@ def _shortest_period(job: Job) -> float | None:
         return float(job.interval_seconds)
     try:
         times = list(islice(fire_times_after(job, job.updated_at), 20))
-    except (OverflowError, ValueError, CroniterError):
+    except (OverflowError, ValueError):  # ValueError: timing.CronError too
         return None
     gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:])]
     return min(gaps) if gaps else None

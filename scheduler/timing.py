@@ -22,13 +22,43 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from croniter import CroniterError, croniter
 
 from scheduler.model import MAX_CATCH_UP, Job, utc
 
+if TYPE_CHECKING:
+    from croniter import croniter
+
 _CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+
+
+class CronError(ValueError):
+    """croniter could not evaluate a cron expression: it matches no date (``0 0 30 2 *``),
+    or croniter refuses it. croniter's ``CroniterError`` under a name of this module, so
+    that no caller imports croniter."""
+
+
+def _croniter() -> type[croniter]:
+    # croniter, and dateutil with it, load on the first cron expression read, not at import:
+    # about 20 ms of a cold start (bench figure 4), and a /health or a tick of interval and
+    # one-off jobs never reads one. Later calls find the module in sys.modules.
+    from croniter import croniter
+
+    return croniter
+
+
+def _cron_walk(expr: str, start: datetime) -> Iterator[datetime]:
+    """The naive wall times after ``start`` that ``expr`` matches, ascending (croniter);
+    raises :class:`CronError` when croniter refuses ``expr`` or finds no next time."""
+    from croniter import CroniterError
+
+    try:
+        it = _croniter()(expr, start)
+        while True:
+            yield it.get_next(datetime)
+    except CroniterError as exc:
+        raise CronError(f"cron expression {expr!r}: {exc}") from exc
 
 
 def check_cron(expr: str) -> str | None:
@@ -39,7 +69,7 @@ def check_cron(expr: str) -> str | None:
     fields = text.split()
     if len(fields) != 5:
         return f"cron expression {expr!r} must have 5 fields (minute hour day month weekday), got {len(fields)}"
-    if not croniter.is_valid(text):
+    if not _croniter().is_valid(text):
         return f"cron expression {expr!r} is not valid"
     return None
 
@@ -129,12 +159,11 @@ def cron_schedule(expr: str, tz_name: str, after: datetime, *, dst_gap: str = "s
     start = after.astimezone(tz).replace(tzinfo=None)
     if (after + _FOLD_LOOKBACK).astimezone(tz).utcoffset() != after.astimezone(tz).utcoffset():
         start -= _FOLD_LOOKBACK  # a transition is near: wall times before local(after) may fire after it
-    it = croniter(expr.strip(), start)
+    walls = _cron_walk(expr.strip(), start)
     pending: list[tuple[datetime, int, FireTime]] = []  # a heap by instant
     order = 0
     last = after
-    while True:
-        wall = it.get_next(datetime)
+    for wall in walls:
         i0 = utc(wall.replace(tzinfo=tz, fold=0))
         i1 = utc(wall.replace(tzinfo=tz, fold=1))
         if i0 == i1:
@@ -223,7 +252,7 @@ def next_fire_after(job: Job, after: datetime) -> datetime | None:
     one past ``ends_at``). Raises OverflowError when it would be past year 9999."""
     try:
         return next(fire_times_after(job, after), None)
-    except CroniterError:  # no date matches
+    except CronError:
         return None
 
 
@@ -286,7 +315,7 @@ def planned_times(job: Job, first: datetime, count: int, *, due: datetime | None
                 if len(out) >= count:
                     break
                 out.append(PlannedTime(fire, run_at(job, fire)))
-    except CroniterError:
+    except CronError:
         pass
     except OverflowError:
         out.append(PlannedTime(None, None, "beyond_calendar"))
