@@ -34,6 +34,7 @@ from web.context import Crontick
 from web.errors import register_body_limit, register_error_handlers
 from web.logs import configure_logging
 from web.metrics import register_metrics
+from web.routing import CrontickFlask
 from web.shadow import register_shadow
 from web.tasks import bp as tasks_bp
 from web.tick import bp as tick_bp
@@ -88,7 +89,7 @@ def create_app(
 
         dispatcher = CloudTasksDispatcher(settings)
     engine = TickEngine(store, registry, settings, rng=rng, monotonic=monotonic, clock=clock, dispatcher=dispatcher)
-    app = Flask(__name__)
+    app = CrontickFlask(__name__)
     app.json.sort_keys = False
     register_body_limit(app, MAX_REQUEST_BYTES)
     app.extensions["crontick"] = ct = Crontick(

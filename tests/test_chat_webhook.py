@@ -920,7 +920,7 @@ def test_a_300_character_display_zone_is_not_understood(chat: Chat, verb: str) -
     ],
 )
 def test_fmt_is_total_at_both_ends(when: datetime, tz_name: str, text: str) -> None:
-    from web.chat import _fmt
+    from web.chat_commands import _fmt
 
     assert _fmt(when, tz_name) == text
 
@@ -996,7 +996,7 @@ def test_non_finite_numbers_are_refused_by_chat_itself(chat: Chat, payload: str,
 
 
 def test_json_payload_refuses_non_finite_numbers_before_the_service() -> None:
-    from web.chat import NotUnderstood, _json_payload
+    from web.chat_commands import NotUnderstood, _json_payload
 
     assert _json_payload('{"x": 1e308, "y": -0.0, "z": 12345678901234567890}') == {"x": 1e308, "y": -0.0, "z": 12345678901234567890}
     for text in ('{"x": 1e999}', '{"x": NaN}', '{"x": -Infinity}'):

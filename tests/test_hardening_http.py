@@ -154,7 +154,7 @@ def test_poisoned_jobs_in_the_file_fail_alone_over_http(tmp_path, env):
         assert status == 200, body
         assert (metrics["jobs_due"], metrics["jobs_succeeded"], metrics["jobs_failed"]) == (7, 6, 1)
         status, never = call(server, "GET", "/api/v1/jobs/never")
-        assert never["status"] == "pending" and never["lease_owner"] is None and never["last_error"].startswith("CroniterBadDateError")
+        assert never["status"] == "pending" and never["lease_owner"] is None and never["last_error"].startswith("CronError: cron expression '0 0 30 2 *'")
         status, huge = call(server, "GET", "/api/v1/jobs/huge")
         assert huge["status"] == "failed" and "OverflowError" in huge["last_error"]
     finally:

@@ -44,12 +44,17 @@ def test_create_app_on_the_json_store_loads_no_client_library(tmp_path, auth):
     assert [m for m in new if m.split(".")[0] in HEAVY or m in HEAVY] == []
 
 
-def test_croniter_loads_on_the_first_cron_expression_not_at_start(tmp_path):
-    """croniter and dateutil (about 20 ms of a cold start) load when a cron expression is
-    first read (scheduler/timing.py), not by create_app or a /health."""
-    env = service_env(SCHEDULER_STORAGE="json", SCHEDULER_JSON_PATH=str(tmp_path / "jobs.json"), AUTH_MODE="disabled")
+def test_croniter_and_chat_commands_load_on_first_use_not_at_start(tmp_path):
+    """croniter with dateutil (about 20 ms of a cold start) loads when a cron expression is
+    first read (scheduler/timing.py), Chat's commands with natural-language times (about
+    10 ms) with the first Chat event (web/chat.py): neither by create_app or a /health."""
+    env = service_env(SCHEDULER_STORAGE="json", SCHEDULER_JSON_PATH=str(tmp_path / "jobs.json"), AUTH_MODE="disabled")  # ENVIRONMENT=test: console off, as in production
     start = "import os, main\napp = main.create_app(os.environ)\nassert app.test_client().get('/health').status_code == 200"
     new = loaded_after(start, env)
-    assert "main" in new and [m for m in new if m.split(".")[0] in ("croniter", "dateutil")] == []
+    assert "main" in new and "web.chat" in new
+    assert [m for m in new if m.split(".")[0] in ("croniter", "dateutil") or m in ("web.chat_commands", "scheduler.when")] == []
     later = loaded_after("from scheduler.timing import check_cron\nassert check_cron('*/5 * * * *') is None", env, already=start)
     assert "croniter" in later and "dateutil" in later
+    event = {"type": "MESSAGE", "message": {"text": "help", "sender": {"email": "a@example.com"}}, "space": {"name": "spaces/S"}}
+    chat = loaded_after(f"assert app.test_client().post('/webhook', json={event!r}).status_code == 200", env, already=start)
+    assert "web.chat_commands" in chat and "scheduler.when" in chat
