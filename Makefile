@@ -1,9 +1,16 @@
 # crontick: `make run` serves locally, `make test` runs the whole suite. Both set up .venv first.
-PYTHON ?= python3
+# The interpreter for .venv: the distribution's python3.11 when installed, else python3 (PYTHON=... overrides).
+# Debian builds its python3.11 with profile-guided optimisation and links it statically, as the image's
+# python:3.11-slim is built with --enable-optimizations --with-lto; a pyenv default build has neither
+# (--enable-shared, no PGO) and started the service 1.1-1.3x slower here (docs/benchmarks.md, figure 4).
+PYTHON ?= $(firstword $(wildcard /usr/bin/python3.11) python3)
 VENV := .venv
 PY := $(VENV)/bin/python
+# What names an interpreter: its version and base prefix. .venv is rebuilt when PYTHON names another.
+INTERPRETER_ID := import sys; print(sys.version.split()[0], sys.base_prefix)
+PYTHON_ID := $(shell $(PYTHON) -c '$(INTERPRETER_ID)' 2>/dev/null | cksum | cut -d' ' -f1)
 # .venv holds exactly the locked dev set (requirements-dev.lock, hashes checked); `make lock` regenerates the locks.
-STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock | cksum | cut -d' ' -f1)-$(PYTHON_ID)
 # The Cloud Tasks emulator (a real gRPC Cloud Tasks server) pins protobuf<5, which google-cloud-firestore
 # cannot share, so it gets a virtualenv of its own; web/local_tasks.py runs it from there (for make run and the tests).
 TASKS_VENV := .venv-tasks
@@ -15,6 +22,8 @@ TASKS_STAMP := $(TASKS_VENV)/.installed-$(shell echo '$(TASKS_EMULATOR_REQUIREME
 venv: $(STAMP) $(VENV)/bin/crontick
 
 $(STAMP): requirements-dev.lock
+	@if [ -x $(PY) ] && [ "$$($(PY) -c '$(INTERPRETER_ID)')" != "$$($(PYTHON) -c '$(INTERPRETER_ID)')" ]; then \
+		echo "$(VENV) was made from another interpreter: rebuilding it from $(PYTHON)"; rm -rf $(VENV); fi
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
 	@rm -f $(VENV)/.installed-*
