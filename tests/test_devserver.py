@@ -274,3 +274,17 @@ def test_the_repository_gunicorn_conf_loads_the_hook_without_any_flag(tmp_path):
     records = [json.loads(line) for line in server.log().splitlines() if line.startswith("{") and ACTION in line]
     assert [(r["severity"], r["address"]) for r in records] == [("WARNING", f"0.0.0.0:{port}")]
     assert "Control socket" not in server.log()  # gunicorn.conf.py turns gunicorn's control socket off
+
+
+@pytest.mark.parametrize(("value", "wanted"), [(None, True), ("", True), (" on ", True), ("YES", True), ("1", True), ("off", False), ("No", False), ("0", False), ("false", False)])
+def test_the_demo_job_setting_reads_as_every_boolean_setting(value, wanted):
+    from web.devserver import demo_job_wanted
+
+    assert demo_job_wanted({} if value is None else {"CRONTICK_DEMO_JOB": value}) is wanted
+
+
+def test_an_unreadable_demo_job_setting_is_refused_naming_it(tmp_path):
+    server = Devserver(tmp_path, AUTH_MODE="disabled", CRONTICK_DEMO_JOB="nope")
+    assert server.proc.wait(60) != 0
+    assert "CRONTICK_DEMO_JOB='nope': must be true or false" in server.stderr()
+    assert not (tmp_path / "data" / "jobs.json").exists()  # refused before anything started

@@ -41,15 +41,16 @@ from pathlib import Path
 import time
 import urllib.error
 import urllib.request
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 
 from scheduler.errors import ConfigError
-from scheduler.settings import Settings
+from scheduler.settings import Settings, parse_bool
 from web.exposure import format_address
 from web.local_tasks import QUEUE as LOCAL_QUEUE
 from web.local_tasks import TasksEmulator, TasksEmulatorUnavailable
 from web.logs import configure_logging
 
+DEMO_JOB_SETTING = "CRONTICK_DEMO_JOB"
 GUNICORN_CONF = Path(__file__).resolve().parent.parent / "gunicorn.conf.py"  # the exposure warning hook
 log = logging.getLogger("crontick.devserver")
 
@@ -133,10 +134,24 @@ def _start_local_tasks(emulator: TasksEmulator, settings: Settings, replaced: di
     return True
 
 
+def demo_job_wanted(environ: Mapping[str, str]) -> bool:
+    """``CRONTICK_DEMO_JOB``, read as every boolean setting is (scheduler.settings.parse_bool:
+    1/true/yes/on, 0/false/no/off); unset or empty: on. Anything else raises ConfigError
+    naming the variable, before anything starts."""
+    value = environ.get(DEMO_JOB_SETTING, "").strip()
+    if not value:
+        return True
+    try:
+        return parse_bool(value)
+    except ValueError as exc:
+        raise ConfigError(f"{DEMO_JOB_SETTING}={value!r}: {exc} (1/true/yes/on or 0/false/no/off)") from exc
+
+
 def main() -> int:
     port = int(os.environ.get("PORT", "8080"))
     emulator, replaced = _prepare_local_tasks(os.environ, port)
     settings = Settings.from_env(os.environ)  # fail fast on a bad setting, before starting anything
+    demo_job = demo_job_wanted(os.environ)
     configure_logging(settings)
     bind = format_address(settings.host, port)
     base = _local_url(settings.host, port)
@@ -152,7 +167,7 @@ def main() -> int:
     try:
         if emulator is not None and not _start_local_tasks(emulator, settings, replaced):
             return 1
-        if os.environ.get("CRONTICK_DEMO_JOB", "true").lower() not in ("0", "false", "no"):
+        if demo_job:
             _add_demo_job()
         server = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--config", str(GUNICORN_CONF), "--bind", bind, "--workers", "1", "--threads", "8", "--timeout", "0", "main:app"],
