@@ -41,7 +41,7 @@ class CronError(ValueError):
 
 def _croniter() -> type[croniter]:
     # croniter, and dateutil with it, load on the first cron expression read, not at import:
-    # about 20 ms of a cold start (bench figure 4), and a /health or a tick of interval and
+    # about 20 ms of a cold start (in process), and a /health or a tick of interval and
     # one-off jobs never reads one. Later calls find the module in sys.modules.
     from croniter import croniter
 

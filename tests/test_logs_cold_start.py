@@ -46,8 +46,8 @@ def test_create_app_on_the_json_store_loads_no_client_library(tmp_path, auth):
 
 def test_croniter_and_chat_commands_load_on_first_use_not_at_start(tmp_path):
     """croniter with dateutil (about 20 ms of a cold start) loads when a cron expression is
-    first read (scheduler/timing.py), Chat's commands with natural-language times (about
-    10 ms) with the first Chat event (web/chat.py): neither by create_app or a /health."""
+    first read (scheduler/timing.py), Chat's commands with natural-language times (5-6
+    ms) with the first Chat event (web/chat.py): neither by create_app or a /health."""
     env = service_env(SCHEDULER_STORAGE="json", SCHEDULER_JSON_PATH=str(tmp_path / "jobs.json"), AUTH_MODE="disabled")  # ENVIRONMENT=test: console off, as in production
     start = "import os, main\napp = main.create_app(os.environ)\nassert app.test_client().get('/health').status_code == 200"
     new = loaded_after(start, env)

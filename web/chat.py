@@ -111,7 +111,7 @@ def webhook():
     if isinstance(event, Response):
         return event
     # The commands (their parsing, natural-language times and replies: web/chat_commands.py,
-    # scheduler/when.py) load with the first event, not at start: about 10 ms of every cold
+    # scheduler/when.py) load with the first event, not at start: 5-6 ms of every cold
     # start, for a webhook that many deployments never enable.
     from web.chat_commands import Conversation
 

@@ -1,8 +1,8 @@
 """URL rules that compile their URL builder on first use, not when they are added.
 
 Werkzeug compiles two URL builders for every rule as it is added to the map (Python
-source built as an AST, then ``compile``): 58 for crontick's 29 rules, about 15 ms of
-every cold start (bench figure 4), though a worker builds URLs only for the console's
+source built as an AST, then ``compile``): 58 for crontick's 29 rules, 9-15 ms of
+every cold start (in process, two builds of Python), though a worker builds URLs only for the console's
 links and redirects, and for few of its rules. :class:`LazyBuilderRule` defers each
 builder to its first ``url_for``; matching requests never used them.
 
