@@ -1,10 +1,10 @@
 """URL rules that compile their URL builder on first use, not when they are added.
 
 Werkzeug compiles two URL builders for every rule as it is added to the map (Python
-source built as an AST, then ``compile``): 58 for crontick's 29 rules, 9-15 ms of
-every cold start (in process, two builds of Python), though a worker builds URLs only for the console's
-links and redirects, and for few of its rules. :class:`LazyBuilderRule` defers each
-builder to its first ``url_for``; matching requests never used them.
+source built as an AST, then ``compile``): 58 for crontick's 29 rules, 9-15 ms of every
+cold start (in process, on two builds of Python), though a worker builds URLs only for
+the console's links and redirects, and for few of its rules. :class:`LazyBuilderRule`
+defers each builder to its first ``url_for``; matching requests never used them.
 
 Private part: ``werkzeug.routing.Rule._compile_builder`` (listed in :data:`PRIVATE_PARTS`;
 nothing else in crontick touches Werkzeug's private names). The override takes and passes
