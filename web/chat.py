@@ -110,12 +110,12 @@ def webhook():
     event = _read_event()
     if isinstance(event, Response):
         return event
-    # The commands (their parsing, natural-language times and replies: web/chat_commands.py,
-    # scheduler/when.py) load with the first event, not at start: 5-6 ms of every cold
-    # start, for a webhook that many deployments never enable.
-    from web.chat_commands import Conversation
-
     try:
+        # The commands (their parsing, natural-language times and replies: web/chat_commands.py,
+        # scheduler/when.py) load with the first event, not at start: 5-6 ms of every cold
+        # start, for a webhook that many deployments never enable.
+        from web.chat_commands import Conversation
+
         reply = Conversation(crontick(), config, event).answer()
     except StoreError as exc:
         log.error("Chat command failed: store unavailable", extra={"json_fields": {"error": str(exc)}})
