@@ -40,20 +40,19 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from scheduler.errors import CrontickError, ValidationError
+from scheduler.errors import CrontickError
 from scheduler.jobspec import DEFAULT_LIMITS, JobLimits, job_problems
 from scheduler.model import Execution, Job, JobStatus, to_iso
-from storage.base import JobStore
+from storage.base import JobStore, iter_jobs
 
 FORMAT = "crontick-snapshot"
 VERSION = 1
-PAGE_SIZE = 500
 # Executions exported per job. Stores keep a bounded history per job (SCHEDULER_HISTORY_LIMIT),
 # so this is a guard, not a expected limit; a job that reaches it is listed in the summary.
 MAX_EXECUTIONS_PER_JOB = 10_000
@@ -67,17 +66,6 @@ class SnapshotError(CrontickError):
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
         super().__init__("snapshot refused, nothing was written:\n  " + "\n  ".join(shown) + more)
         self.problems = problems
-
-
-def iter_jobs(store: JobStore, *, status: JobStatus | None = None, page_size: int = PAGE_SIZE) -> Iterator[Job]:
-    """Every job (with ``status``, if given), ordered by id, read ``page_size`` at a time."""
-    after: str | None = None
-    while True:
-        page = store.list_jobs(status=status, limit=page_size, after_id=after)
-        yield from page
-        if len(page) < page_size:
-            return
-        after = page[-1].id
 
 
 def canonical_json(data: Any) -> bytes:

@@ -19,6 +19,8 @@ from typing import Protocol, runtime_checkable
 
 from scheduler.model import Execution, Job, JobStatus, RunRef, Settlement, TickRecord
 
+LIST_PAGE_SIZE = 500  # iter_jobs' default page
+
 
 @dataclass(slots=True)
 class ClaimResult:
@@ -224,6 +226,18 @@ class JobStore(Protocol):
 
     def recent_ticks(self, limit: int = 20) -> list[TickRecord]:
         """The most recently started tick records, newest first. Writes nothing."""
+
+
+def iter_jobs(store: JobStore, *, status: JobStatus | None = None, page_size: int = LIST_PAGE_SIZE) -> Iterator[Job]:
+    """Every job (with ``status``, if given), ordered by id, read ``page_size`` at a time
+    through ``list_jobs``: the walk of a snapshot export and of the status report."""
+    after: str | None = None
+    while True:
+        page = store.list_jobs(status=status, limit=page_size, after_id=after)
+        yield from page
+        if len(page) < page_size:
+            return
+        after = page[-1].id
 
 
 def split_at_repeated_ids(jobs: Sequence[Job]) -> Iterator[list[Job]]:

@@ -52,7 +52,7 @@ def test_croniter_and_chat_commands_load_on_first_use_not_at_start(tmp_path):
     start = "import os, main\napp = main.create_app(os.environ)\nassert app.test_client().get('/health').status_code == 200"
     new = loaded_after(start, env)
     assert "main" in new and "web.chat" in new
-    assert [m for m in new if m.split(".")[0] in ("croniter", "dateutil") or m in ("web.chat_commands", "scheduler.when")] == []
+    assert [m for m in new if m.split(".")[0] in ("croniter", "dateutil") or m in ("web.chat_commands", "scheduler.when", "scheduler.snapshot")] == []
     later = loaded_after("from scheduler.timing import check_cron\nassert check_cron('*/5 * * * *') is None", env, already=start)
     assert "croniter" in later and "dateutil" in later
     event = {"type": "MESSAGE", "message": {"text": "help", "sender": {"email": "a@example.com"}}, "space": {"name": "spaces/S"}}

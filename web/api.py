@@ -30,8 +30,8 @@ from scheduler.jobspec import ID_RE as JOB_ID_RE
 from scheduler.jobspec import MAX_YEAR, MIN_YEAR, parse_timestamp
 from scheduler.describe import describe_schedule
 from scheduler.model import Job, JobStatus, Outcome, to_iso
-from scheduler.snapshot import iter_jobs
 from scheduler.timing import PlannedTime, zone
+from storage.base import iter_jobs
 from web.context import Crontick, crontick
 from web.errors import read_body
 from web.openapi import build_openapi
