@@ -302,8 +302,8 @@ def _counts(counts: dict[str, int]) -> str:
 
 
 def register_operating_cli(app: Flask) -> None:
-    """``executions``, ``status``, ``export`` and ``import`` (docs/operating.md)."""
-    from scheduler import snapshot as snap
+    """``executions``, ``status``, ``export`` and ``import`` (docs/operating.md). The
+    snapshot module loads when ``export`` or ``import`` runs: a served app never needs it."""
     from web.api import status_report
 
     @app.cli.command("executions")
@@ -365,6 +365,8 @@ def register_operating_cli(app: Flask) -> None:
     @click.option("--force", is_flag=True, help="overwrite FILE if it exists")
     def export(file, with_history, force):
         """Write every job to FILE ('-' for stdout) as a checksummed snapshot."""
+        from scheduler import snapshot as snap
+
         ct = crontick()
         document, summary = _guard(snap.build_snapshot, ct.store, now=ct.clock(), with_history=with_history)
         if file == "-":
@@ -387,6 +389,8 @@ def register_operating_cli(app: Flask) -> None:
     def import_command(file, dry_run):
         """Restore jobs from a snapshot FILE ('-' for stdin). The whole file is checked first;
         nothing is written if any of it is wrong. Importing the same file twice is harmless."""
+        from scheduler import snapshot as snap
+
         ct = crontick()
         try:
             snapshot = snap.parse_snapshot(file.read(), limits=crontick().service.limits)
