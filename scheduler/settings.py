@@ -12,7 +12,7 @@ import dataclasses
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -126,7 +126,8 @@ class Settings:
     firestore_jobs_collection: str = "scheduler_jobs"
     firestore_executions_collection: str = "scheduler_executions"
     firestore_ticks_collection: str = "scheduler_ticks"
-    postgres_dsn: str | None = None  # a libpq URL: postgresql://USER:PASSWORD@HOST:PORT/DB?options
+    # Secrets (a password in the URL, the signing key) stay out of repr(): a Settings in a log or a traceback.
+    postgres_dsn: str | None = field(default=None, repr=False)  # a libpq URL: postgresql://USER:PASSWORD@HOST:PORT/DB?options
     postgres_pool_size: int = 4  # connections per process (each gunicorn worker has its own pool)
     postgres_connect_timeout_seconds: float = 5.0  # connect, and wait for a pooled connection; then 503
     postgres_statement_timeout_seconds: float = 30.0  # the server cancels a longer statement; then 503
@@ -147,7 +148,7 @@ class Settings:
     iap_certs_url: str = IAP_CERTS_URL
     console_admin_emails: tuple[str, ...] = ()
     console_viewer_emails: tuple[str, ...] = ()
-    console_secret_key: str | None = None  # signs the console's CSRF tokens; required with iap
+    console_secret_key: str | None = field(default=None, repr=False)  # signs the console's CSRF tokens; required with iap
     console_refresh_seconds: int = 15  # auto-refresh of lists; 0: never
 
     @classmethod

@@ -86,3 +86,12 @@ def test_chat_default_timezone_of_300_characters_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as caught:
         Settings.from_env(BASE | {"AUTH_MODE": "oidc", "CHAT_DEFAULT_TIMEZONE": LONG_ZONE})
     assert str(caught.value) == f"CHAT_DEFAULT_TIMEZONE={LONG_ZONE!r}: unknown IANA time zone"
+
+
+def test_repr_leaves_out_the_secrets() -> None:
+    """A Settings in a log line or a traceback shows neither the database password nor the console's key."""
+    settings = Settings(environment="test", auth_mode="disabled", postgres_dsn="postgresql://app:S3cretPw@db:5432/crontick", console_secret_key="k" * 40)
+    text = repr(settings)
+    assert "S3cretPw" not in text and "k" * 40 not in text and "postgres_dsn" not in text and "console_secret_key" not in text
+    assert "auth_mode='disabled'" in text  # the rest is still shown
+    assert settings.postgres_dsn == "postgresql://app:S3cretPw@db:5432/crontick" and settings.replace(console_secret_key=None).postgres_dsn == settings.postgres_dsn
