@@ -69,6 +69,8 @@ def clamp_deadline(seconds: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class DispatchRequest:
+    """One claimed run to hand to a Cloud Tasks HTTP task."""
+
     run: RunRef
     deadline_seconds: float  # the job's timeout: Cloud Tasks' dispatch_deadline
 

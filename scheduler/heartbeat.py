@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class _Held:
+    """A run whose lease the heartbeat keeps extending, and the beats it has had."""
+
     job: Job
     run: RunRef
     cancelled: threading.Event

@@ -159,6 +159,9 @@ _DATETIME_FIELDS = (
 
 @dataclass(frozen=True, slots=True)
 class Job:
+    """A stored job: its schedule, its handler and payload, its limits, and the fields that drive
+    the engine (the lifecycle and the lease fence: see the module docstring). Immutable."""
+
     id: str
     job_type: str
     payload: dict[str, Any]
@@ -371,6 +374,8 @@ class RunRef:
 
 @dataclass(slots=True)
 class TickMetrics:
+    """The counts of one tick, logged as its metrics line and stored with its record."""
+
     jobs_checked: int = 0
     jobs_due: int = 0
     jobs_executed: int = 0

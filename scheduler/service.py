@@ -222,6 +222,8 @@ def check_note(note: Any) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class BackfillRequest:
+    """Run each fire time of ``[start, end]`` once, at most ``max_runs`` of them."""
+
     start: datetime
     end: datetime
     max_runs: int | None = None
@@ -229,6 +231,8 @@ class BackfillRequest:
 
 @dataclass(frozen=True, slots=True)
 class BackfillResult:
+    """What a backfill found and added: the fire times, and the occurrence jobs by id."""
+
     job_id: str
     fire_times: list[datetime]
     created: list[str]  # occurrence jobs added now

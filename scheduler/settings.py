@@ -86,6 +86,9 @@ class _Reader:
 
 @dataclass(frozen=True)
 class Settings:
+    """Every setting of the service, typed and checked: :meth:`from_env` reads them from the
+    environment (``_VARIABLES`` names each one's variable), :meth:`replace` changes some and checks again."""
+
     environment: str = "local"
     auth_mode: str = "oidc"
     oidc_audience: str | None = None

@@ -30,6 +30,8 @@ CLOCK_SKEW_SECONDS = 30
 
 @dataclass(frozen=True, slots=True)
 class Identity:
+    """A verified caller: its email and the token's claims."""
+
     email: str
     claims: dict[str, Any]
 

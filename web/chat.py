@@ -56,6 +56,8 @@ MAX_BODY_BYTES = 256 * 1024
 
 @dataclass(frozen=True)
 class ChatConfig:
+    """The webhook's settings, resolved once at registration: who may send, who is admin."""
+
     verifier: TokenVerifier | None  # None: CHAT_AUTH_AUDIENCE unset, every request refused
     allowed: frozenset[str]
     admins: frozenset[str]

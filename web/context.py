@@ -19,6 +19,8 @@ from web.auth import TokenVerifier
 
 @dataclass
 class Crontick:
+    """What a request handler reaches through :func:`crontick`: the app's parts, built once by ``create_app``."""
+
     settings: Settings
     store: JobStore
     registry: HandlerRegistry

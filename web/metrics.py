@@ -218,6 +218,8 @@ def observe_tick(outcome: TickOutcome) -> None:
 
 @dataclass(frozen=True)
 class StoreFigures:
+    """The store's job counts by status and its due count, as read at ``read_at``."""
+
     counts: dict[str, int]
     due: int
     read_at: float  # on the cache's monotonic clock

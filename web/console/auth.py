@@ -33,6 +33,8 @@ ADMIN, VIEWER = "admin", "viewer"
 
 @dataclass(frozen=True, slots=True)
 class ConsoleUser:
+    """The console's signed-in operator and role."""
+
     email: str
     role: str  # ADMIN or VIEWER
 

@@ -42,6 +42,8 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 @dataclass
 class Hour:
+    """One hour of the console's figures: the runs' start lags (seconds) and their outcomes."""
+
     start: datetime
     lags: list[float] = field(default_factory=list)
     outcomes: dict[str, int] = field(default_factory=dict)

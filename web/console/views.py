@@ -73,6 +73,8 @@ bp = Blueprint("console", __name__, template_folder="../templates", static_folde
 
 @dataclass
 class ConsoleState:
+    """The console's per-app setup: its auth mode, verifier, CSRF signer and zone list."""
+
     mode: str
     auth: ConsoleAuth
     csrf: Csrf
