@@ -22,13 +22,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from scheduler.model import MAX_CATCH_UP, Job, utc
-
-if TYPE_CHECKING:
-    from croniter import croniter
 
 _CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
 
@@ -39,22 +35,18 @@ class CronError(ValueError):
     that no caller imports croniter."""
 
 
-def _croniter() -> type[croniter]:
-    # croniter, and dateutil with it, load on the first cron expression read, not at import:
-    # about 20 ms of a cold start (in process), and a /health or a tick of interval and
-    # one-off jobs never reads one. Later calls find the module in sys.modules.
-    from croniter import croniter
-
-    return croniter
+# croniter (and dateutil with it) is imported by the two functions below, on the first cron
+# expression read, not at import: about 20 ms of a cold start (in process), and a /health or a
+# tick of interval and one-off jobs never reads one. Later imports find it in sys.modules.
 
 
 def _cron_walk(expr: str, start: datetime) -> Iterator[datetime]:
     """The naive wall times after ``start`` that ``expr`` matches, ascending (croniter);
     raises :class:`CronError` when croniter refuses ``expr`` or finds no next time."""
-    from croniter import CroniterError
+    from croniter import CroniterError, croniter
 
     try:
-        it = _croniter()(expr, start)
+        it = croniter(expr, start)
         while True:
             yield it.get_next(datetime)
     except CroniterError as exc:
@@ -69,7 +61,9 @@ def check_cron(expr: str) -> str | None:
     fields = text.split()
     if len(fields) != 5:
         return f"cron expression {expr!r} must have 5 fields (minute hour day month weekday), got {len(fields)}"
-    if not _croniter().is_valid(text):
+    from croniter import croniter
+
+    if not croniter.is_valid(text):
         return f"cron expression {expr!r} is not valid"
     return None
 
