@@ -22,10 +22,10 @@ import importlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from scheduler.context import Handler, HandlerContext
+from scheduler.context import Cancellation, Handler, HandlerContext
 from scheduler.errors import HandlerRegistryError
 
-__all__ = ["Handler", "HandlerContext", "HandlerRegistry", "PayloadValidator"]
+__all__ = ["Cancellation", "Handler", "HandlerContext", "HandlerRegistry", "PayloadValidator"]
 
 PayloadValidator = Callable[[dict[str, Any]], None]
 

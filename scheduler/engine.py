@@ -39,10 +39,10 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from scheduler.clock import utc_now
-from scheduler.context import Handler, context_from_values
+from scheduler.context import Cancellation, Handler, context_from_values
 from scheduler.dispatch import DispatchRequest, Dispatcher
 from scheduler.errors import JobNotFound
-from scheduler.heartbeat import LeaseKeeper
+from scheduler.heartbeat import HeldRun, LeaseKeeper
 from scheduler.model import (
     AUDIT_LIMIT,
     MAX_CATCH_UP,
@@ -523,7 +523,18 @@ class TickEngine:
             return {}
         starts: dict[str, float] = {}  # set by _run_one when a handler starts
         timeouts = {job.id: self._timeout(job) for job in jobs}
-        cancels = {job.id: threading.Event() for job in jobs}
+        cancels = {job.id: Cancellation() for job in jobs}
+        # Every lease of the batch is kept from now until the batch is done: queued runs too.
+        held = self.keeper.hold([(job, cancels[job.id]) for job in jobs])
+        try:
+            return self._run_batch(jobs, scope, starts, timeouts, cancels, {h.run.job_id: h for h in held})
+        finally:
+            self.keeper.release(held)
+
+    def _run_batch(
+        self, jobs: list[Job], scope: RunScope, starts: dict[str, float], timeouts: dict[str, float], cancels: dict[str, Cancellation], held: dict[str, HeldRun]
+    ) -> dict[str, RunResult]:
+        """:meth:`_execute`'s threads and its wait for them, with the batch's leases held."""
         queue = deque(jobs)
         results: dict[str, RunResult] = {}
         abandoned: set[str] = set()  # timed out here; their threads may still be running them
@@ -540,6 +551,7 @@ class TickEngine:
                     result = self._run_one(job, scope, timeouts[job.id], starts, cancels[job.id])
                 except BaseException as exc:  # _run_one catches every Exception; sys.exit() in a handler lands here
                     result = RunResult(Outcome.FAILED, error=f"the handler did not return: {_error_text(exc)}", started_at=scope.now)
+                held[job.id].finished = True  # its lease stays kept until the batch is done, but is no longer replaced
                 with lock:
                     late = job.id in abandoned
                     if not late:
@@ -593,18 +605,16 @@ class TickEngine:
         execution = Execution(job.id, fire_at, job.attempts, scope.tick_id, Outcome.FAILED, scope.now, round(elapsed * 1000, 3), error, scope.source, scope.task)
         return RunResult(Outcome.FAILED, error=error, started_at=scope.now, duration_ms=round(elapsed * 1000, 3), executions=[execution])
 
-    def _run_one(self, job: Job, scope: RunScope, timeout: float, starts: dict[str, float], cancelled: threading.Event) -> RunResult:
+    def _run_one(self, job: Job, scope: RunScope, timeout: float, starts: dict[str, float], cancelled: Cancellation) -> RunResult:
         begin = self.monotonic()
-        if begin + timeout > scope.deadline or self._refuse_abandoned(job):
+        # Not started: past the deadline, too many abandoned runs of its type, or its lease
+        # was lost while it waited (paused, cancelled, replaced: the settle is refused anyway).
+        if begin + timeout > scope.deadline or cancelled.is_set() or self._refuse_abandoned(job):
             return RunResult(Outcome.DEFERRED)
         starts[job.id] = begin
-        run = self.keeper.hold(job, cancelled)
-        try:
-            return self._call_handler(job, scope, begin, timeout, cancelled)
-        finally:
-            self.keeper.release(run)
+        return self._call_handler(job, scope, begin, timeout, cancelled)
 
-    def _call_handler(self, job: Job, scope: RunScope, begin: float, timeout: float, cancelled: threading.Event) -> RunResult:
+    def _call_handler(self, job: Job, scope: RunScope, begin: float, timeout: float, cancelled: Cancellation) -> RunResult:
         now = scope.now
         fire_at = job.fire_at or now
         executions: list[Execution] = []

@@ -1,17 +1,18 @@
 """The lease heartbeat: keep the leases of running handlers alive, fenced.
 
-While a handler runs, its job's lease is extended every ``lease_seconds / 3``
-with one batched :meth:`~storage.base.JobStore.extend_leases` call for every run
-this process holds. So a lease can be short (it bounds how long a crashed run
-stays stuck) while a run can be long (up to its timeout).
+From the moment a batch of claimed jobs starts running until the last of them has
+returned (queued runs included), their leases are extended every
+``lease_seconds / 3`` with one batched :meth:`~storage.base.JobStore.extend_leases`
+call for every run this process holds. So a lease can be short (it bounds how long
+a crashed run stays stuck) while a run can be long (up to its timeout).
 
 When the store refuses an extension (the lease is no longer this run's: an
 operator paused or cancelled the job, or another tick recovered it), the run's
-``cancelled`` event is set, so a cooperative handler stops; its settle is refused
-by the fence as before.
+``cancelled`` flag is set, so a cooperative handler stops and a queued run is not
+started; its settle is refused by the fence as before.
 
 ``overlap=replace``: at each beat, a recurring job whose next fire time has come
-while it still runs hands its lease to that occurrence: the job goes back to
+while its handler still runs (or waits to) hands its lease to that occurrence: the job goes back to
 ``pending`` at the new fire time with ``lease_epoch + 1`` (one fenced
 ``update_job``), the running handler is cancelled, and the next tick claims the
 new occurrence.
@@ -24,10 +25,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from scheduler.context import Cancellation
 from scheduler.errors import JobNotFound, StoreError
 from scheduler.model import Job, JobStatus, Overlap, RunRef
 from scheduler.timing import next_fire_after, run_at
@@ -37,13 +39,19 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
-class _Held:
-    """A run whose lease the heartbeat keeps extending, and the beats it has had."""
+class HeldRun:
+    """A run whose lease the heartbeat keeps extending, and the beats it has had.
+
+    ``finished`` is set (by the thread that ran it) once its handler has returned: the
+    lease is still kept until the run is settled, but ``overlap=replace`` no longer
+    hands it to the next occurrence (that would refuse the finished run's settle).
+    """
 
     job: Job
     run: RunRef
-    cancelled: threading.Event
+    cancelled: Cancellation | threading.Event
     beats: int = 0
+    finished: bool = False
 
 
 class _Superseded(Exception):
@@ -56,29 +64,34 @@ class LeaseKeeper:
         self.lease_seconds = lease_seconds
         self.clock = clock
         self.interval_seconds = interval_seconds if interval_seconds is not None else lease_seconds / 3
-        self._held: dict[tuple[str, int], _Held] = {}
+        self._held: dict[tuple[str, int], HeldRun] = {}
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self.beats = 0  # extend_leases calls made (benchmarks and tests read it)
 
-    def hold(self, job: Job, cancelled: threading.Event) -> RunRef:
-        """Keep ``job``'s lease (as just claimed) alive until :meth:`release`."""
-        run = RunRef.of(job)
+    def hold(self, runs: Sequence[tuple[Job, Cancellation | threading.Event]]) -> list[HeldRun]:
+        """Keep the leases of ``runs`` (each a job as just claimed, and its run's
+        cancellation) alive until :meth:`release`: one lock for a whole batch, whose
+        queued runs need their leases kept as much as the running ones."""
+        held = [HeldRun(job, RunRef.of(job), cancelled) for job, cancelled in runs]
+        if not held:
+            return held
         with self._lock:
-            self._held[(run.job_id, run.lease_epoch)] = _Held(job, run, cancelled)
+            for h in held:
+                self._held[(h.run.job_id, h.run.lease_epoch)] = h
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="crontick-heartbeat", daemon=True)
                 self._thread.start()
-        return run
+        return held
 
-    def release(self, run: RunRef) -> int:
-        """Stop keeping ``run``; returns how many extensions it got."""
+    def release(self, held: Sequence[HeldRun]) -> None:
+        """Stop keeping ``held`` (each one's ``beats`` says how many extensions it got)."""
         with self._lock:
-            held = self._held.pop((run.job_id, run.lease_epoch), None)
+            for h in held:
+                self._held.pop((h.run.job_id, h.run.lease_epoch), None)
             if not self._held:  # the loop ends when nothing is held; waking it for less only costs the GIL
                 self._wake.notify_all()
-        return held.beats if held else 0
 
     def _loop(self) -> None:
         next_beat = time.monotonic() + self.interval_seconds
@@ -98,7 +111,7 @@ class LeaseKeeper:
             if held:
                 self.beat(held)
 
-    def beat(self, held: list[_Held] | None = None) -> None:
+    def beat(self, held: list[HeldRun] | None = None) -> None:
         """One heartbeat over ``held`` (default: every run held now)."""
         if held is None:
             with self._lock:
@@ -121,10 +134,10 @@ class LeaseKeeper:
                 h.cancelled.set()
                 continue
             h.beats += 1
-            if h.job.overlap is Overlap.REPLACE and h.job.is_recurring:
+            if h.job.overlap is Overlap.REPLACE and h.job.is_recurring and not h.finished:
                 self._maybe_replace(h, now)
 
-    def _maybe_replace(self, held: _Held, now: datetime) -> None:
+    def _maybe_replace(self, held: HeldRun, now: datetime) -> None:
         following = next_fire_after(held.job, held.run.fire_at)
         if following is None or following > now:
             return

@@ -13,6 +13,7 @@ import pytest
 
 from handlers.registry import HandlerRegistry
 from main import create_app
+from scheduler.context import Cancellation
 from scheduler.engine import TickEngine
 from scheduler.heartbeat import LeaseKeeper
 from scheduler.model import JobStatus, Outcome, Overlap, RunRef, Source, TickRecord
@@ -223,6 +224,33 @@ def test_new_runs_of_a_type_are_deferred_while_too_many_are_abandoned():
         release.set()
 
 
+def test_a_queued_run_whose_lease_is_lost_while_it_waits_is_not_started():
+    """The batch's leases are kept from the start, queued runs' too; an operator pausing a
+    queued job takes its lease, the next beat cancels the run, and it never starts."""
+    store = MemoryStore()
+    store.add_job(make_job("a", job_type="first"))
+    store.add_job(make_job("b", job_type="second"))
+    ran: list[str] = []
+    engine: TickEngine | None = None
+
+    def first(job, ctx):
+        ran.append(job.id)
+        store.update_job("b", lambda b: b.replace(status=JobStatus.PAUSED, lease_owner=None, lease_until=None, lease_epoch=b.lease_epoch + 1))
+        beats = engine.keeper.beats
+        deadline = time.monotonic() + 5
+        while engine.keeper.beats < beats + 2 and time.monotonic() < deadline:  # a whole beat after the pause
+            time.sleep(0.01)
+
+    settings = SETTINGS.replace(max_concurrency=1)  # b waits behind a
+    engine = TickEngine(store, registry_with(first=first, second=lambda job, ctx: ran.append(job.id)), settings, rng=random.Random(1))
+    engine.keeper.interval_seconds = 0.05
+    metrics = engine.run_tick(now=T0, tick_id="t1").tick.metrics
+    assert ran == ["a"]
+    assert metrics.jobs_succeeded == 1 and metrics.jobs_deferred == 1 and metrics.lease_lost == 1
+    assert store.get_job("b").status is JobStatus.PAUSED and store.get_job("a").status is JobStatus.COMPLETED
+    assert store.list_executions(job_id="b") == []
+
+
 # -- heartbeat --------------------------------------------------------------------------
 def test_the_heartbeat_extends_a_long_run_and_a_lost_lease_cancels_it():
     store = MemoryStore()
@@ -230,8 +258,8 @@ def test_the_heartbeat_extends_a_long_run_and_a_lost_lease_cancels_it():
     store.add_job(make_job("long"))
     claimed = store.claim_due_jobs(now=T0, tick=_tick("t1"), lease_seconds=10, limit=10).claimed[0]
     keeper = LeaseKeeper(store, lease_seconds=10, clock=clock, interval_seconds=3600)  # beats driven by hand
-    cancelled = threading.Event()
-    run = keeper.hold(claimed, cancelled)
+    cancelled = Cancellation()
+    [held] = keeper.hold([(claimed, cancelled)])
     for step in range(1, 4):
         clock.advance(3)
         keeper.beat()
@@ -240,8 +268,11 @@ def test_the_heartbeat_extends_a_long_run_and_a_lost_lease_cancels_it():
     store.update_job("long", lambda job: job.replace(status=JobStatus.PAUSED, lease_owner=None, lease_until=None, lease_epoch=job.lease_epoch + 1))
     clock.advance(3)
     keeper.beat()
-    assert cancelled.is_set()
-    assert keeper.release(run) == 3
+    assert cancelled.is_set() and cancelled.wait(0)
+    keeper.release([held])
+    assert held.beats == 3
+    keeper.beat()  # released: nothing held, nothing written
+    assert held.beats == 3 and keeper.beats == 4
 
 
 def test_overlap_replace_hands_the_lease_to_the_next_occurrence():
@@ -251,8 +282,8 @@ def test_overlap_replace_hands_the_lease_to_the_next_occurrence():
     store.add_job(job)
     claimed = store.claim_due_jobs(now=T0, tick=_tick("t1"), lease_seconds=30, limit=10).claimed[0]
     keeper = LeaseKeeper(store, lease_seconds=30, clock=clock, interval_seconds=3600)
-    cancelled = threading.Event()
-    keeper.hold(claimed, cancelled)
+    cancelled = threading.Event()  # a plain Event works as the run's cancellation too
+    keeper.hold([(claimed, cancelled)])
     clock.advance(30)
     keeper.beat()
     assert not cancelled.is_set()  # the next occurrence (T0+60) has not come
@@ -262,6 +293,24 @@ def test_overlap_replace_hands_the_lease_to_the_next_occurrence():
     stored = store.get_job("r")
     assert stored.status is JobStatus.PENDING and stored.next_run_at == T0 + timedelta(seconds=60)
     assert stored.lease_epoch == claimed.lease_epoch + 1 and stored.lease_owner is None
+
+
+def test_overlap_replace_leaves_a_finished_run_to_its_settle():
+    """A run whose handler has returned stays held (its lease kept) until its batch is
+    done, but is not handed to the next occurrence: that would refuse its settle."""
+    store = MemoryStore()
+    clock = FakeClock()
+    store.add_job(make_job("r", schedule_at=None, interval_seconds=60, overlap=Overlap.REPLACE, created_at=T0 - timedelta(seconds=60), next_run_at=T0, fire_at=T0))
+    claimed = store.claim_due_jobs(now=T0, tick=_tick("t1"), lease_seconds=30, limit=10).claimed[0]
+    keeper = LeaseKeeper(store, lease_seconds=30, clock=clock, interval_seconds=3600)
+    cancelled = Cancellation()
+    [held] = keeper.hold([(claimed, cancelled)])
+    held.finished = True
+    clock.advance(61)
+    keeper.beat()
+    stored = store.get_job("r")
+    assert not cancelled.is_set() and held.beats == 1
+    assert stored.status is JobStatus.RUNNING and stored.lease_epoch == claimed.lease_epoch and stored.lease_until == T0 + timedelta(seconds=91)
 
 
 # -- overlap at settle: dispatched runs that outlast their period ---------------------------
@@ -412,3 +461,22 @@ def test_overlap_replace_cancels_a_running_dispatched_handler_and_refuses_its_se
     job = store.get_job("r")
     assert job.status is JobStatus.PENDING and job.fire_at == T0 + timedelta(seconds=60) and job.lease_owner is None
     assert [e.outcome for e in store.list_executions(job_id="r")] == [Outcome.LEASE_LOST]
+
+
+# -- the run's cancellation -------------------------------------------------------------
+def test_a_cancellation_answers_as_an_event_from_any_thread():
+    unset = Cancellation()
+    assert not unset.is_set() and unset.wait(0.01) is False and repr(unset) == "<Cancellation unset>"
+    early = Cancellation()
+    early.set()
+    assert early.is_set() and early.wait() is True and early.wait(0) is True
+    late = Cancellation()
+    woken: list[bool] = []
+    waiters = [threading.Thread(target=lambda: woken.append(late.wait(5))) for _ in range(4)]
+    for waiter in waiters:
+        waiter.start()
+    time.sleep(0.05)  # let them block (a set before their wait must wake them as well)
+    late.set()
+    for waiter in waiters:
+        waiter.join(5)
+    assert woken == [True] * 4 and late.is_set()
