@@ -129,6 +129,14 @@ def test_job_replace_is_dataclasses_replace():
     assert job.replace() == job and job.replace() is not job
     with pytest.raises(TypeError, match="'colour'"):
         job.replace(colour="red")
+    with pytest.raises(TypeError, match="'colour'"):
+        job.replace(status=JobStatus.PENDING, colour="red")
+    # Every field on its own, and the same set of names in another order (its own function).
+    for name, value in dataclasses.asdict(make_job("other")).items():
+        value = tuple(value) if name == "audit" else value
+        assert job.replace(**{name: value}) == dataclasses.replace(job, **{name: value}), name
+    reordered = dict(reversed(list(changes.items())))
+    assert job.replace(**reordered) == job.replace(**changes) == dataclasses.replace(job, **changes)
 
 
 def test_job_from_values_is_the_dataclass_constructor():
