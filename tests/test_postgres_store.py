@@ -218,6 +218,27 @@ def test_free_text_postgres_cannot_hold_is_stored_with_a_replacement_character(s
     assert store.list_executions(job_id="a1")[0].error == "boom\ufffd"
 
 
+
+@pytest.mark.parametrize("text", ['NULL', 'say "hi", {then} \\ back', "  padded  ", "", "ünïcødé ✓", "a\tb\nc"])
+def test_settled_text_round_trips_exactly_through_the_array_parameters(store, text):
+    """The settle sends its rows as binary arrays: no quoting of its own (a text array
+    literal's NULL, quotes, braces, backslashes and spaces all mean something)."""
+    store.add_jobs([make_job("a1"), make_job("a2")])
+    claimed = store.claim_due_jobs(now=T0, tick=TickRecord("t1", T0, Source.MANUAL), lease_seconds=60, limit=2).claimed
+    a1, a2 = claimed
+    failed = a1.replace(status=JobStatus.PENDING, lease_owner=None, lease_until=None, last_error=text, lease_epoch=2**40)
+    plain = a2.replace(status=JobStatus.COMPLETED, lease_owner=None, lease_until=None, last_error=None)
+    execution = Execution("a1", a1.fire_at, 1, "t1", Outcome.FAILED, T0, 1.5, text, Source.MANUAL, {"name": text})
+    result = store.settle_jobs([Settlement(failed, "t1", a1.lease_epoch, (execution,)), Settlement(plain, "t1", a2.lease_epoch)], tick=None)
+    assert sorted(result.applied) == ["a1", "a2"]
+    stored = store.get_job("a1")
+    assert stored.last_error == text and stored.lease_epoch == 2**40 and stored.lease_owner is None
+    assert store.get_job("a2").last_error is None and store.get_job("a2").status is JobStatus.COMPLETED
+    [recorded] = store.list_executions(job_id="a1")
+    assert recorded.error == text and recorded.task == {"name": text} and recorded.duration_ms == 1.5
+    assert store.settle_jobs([], tick=TickRecord("t2", T0, Source.MANUAL)).applied == []  # empty arrays
+
+
 # -- retention -------------------------------------------------------------------------------------
 
 
