@@ -1,9 +1,9 @@
 """The lease heartbeat: keep the leases of running handlers alive, fenced.
 
-From the moment a batch of claimed jobs starts running until the last of them has
-returned (queued runs included), their leases are extended every
-``lease_seconds / 3`` with one batched :meth:`~storage.base.JobStore.extend_leases`
-call for every run this process holds. So a lease can be short (it bounds how long
+From the moment a batch of claimed jobs starts running until every run of it has a
+result (queued runs included), their leases are extended every ``lease_seconds / 3``
+with one batched :meth:`~storage.base.JobStore.extend_leases` call for every run
+this process holds. So a lease can be short (it bounds how long
 a crashed run stays stuck) while a run can be long (up to its timeout).
 
 When the store refuses an extension (the lease is no longer this run's: an
@@ -12,10 +12,10 @@ operator paused or cancelled the job, or another tick recovered it), the run's
 started; its settle is refused by the fence as before.
 
 ``overlap=replace``: at each beat, a recurring job whose next fire time has come
-while its handler still runs (or waits to) hands its lease to that occurrence: the job goes back to
-``pending`` at the new fire time with ``lease_epoch + 1`` (one fenced
-``update_job``), the running handler is cancelled, and the next tick claims the
-new occurrence.
+while its handler still runs (or still waits to) hands its lease to that
+occurrence: the job goes back to ``pending`` at the new fire time with
+``lease_epoch + 1`` (one fenced ``update_job``), the run is cancelled, and the
+next tick claims the new occurrence.
 
 One keeper per engine; its thread runs only while it holds runs.
 """
