@@ -222,7 +222,7 @@ class Job:
         """``dataclasses.replace(self, **changes)``, faster: a tick replaces every job it
         settles. Each set of changed names gets a function made once that passes the
         changed values and the other fields positionally (:func:`_job_replacer`): 11
-        fields replaced in 3.6 us, where a loop over the changes took 6.8 and
+        fields replaced in 4.0 us, where a loop over the changes took 6.8 and
         ``dataclasses.replace`` 11 (measured)."""
         names = tuple(changes)
         replacer = _JOB_REPLACERS.get(names)
