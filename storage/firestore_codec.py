@@ -13,6 +13,13 @@ of its kept executions, oldest first) and ``settled_by``; an execution and a tic
 record likewise, with ``expire_at`` (the TTL field) added. Timestamps are read back
 as aware UTC datetimes truncated to the microsecond.
 
+A payload is stored as a map when Firestore can hold it as one, and as its JSON text (a
+string) when it cannot (:func:`payload_value`): Firestore refuses an array directly inside
+an array, an empty map key, a key of the reserved form ``__name__`` or longer than 1,500
+bytes, an integer outside int64, and nesting deeper than 20 levels, all of which the API
+accepts (a payload is any JSON object within its limits, as every other store holds it).
+A string in ``payload`` is unambiguous: a payload is always an object.
+
 Value mapping (as google-cloud-firestore's own encoder maps them): None ->
 null, bool -> boolean, int -> integer (int64; a larger int raises ValueError), float
 -> double, str (and str enums) -> string, datetime -> timestamp, dict -> map, list
@@ -23,6 +30,7 @@ library does.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from enum import Enum
@@ -57,7 +65,7 @@ JOB_FIELDS = tuple(Job.__dataclass_fields__)  # every Job field, "audit" last
 JOB_DATETIME_FIELDS = tuple(name for name, spec in Job.__dataclass_fields__.items() if "datetime" in str(spec.type))
 HIDDEN_FIELDS = ("history", "settled_by")
 _JOB_KEYS = frozenset(JOB_FIELDS)
-_SCALAR_JOB_FIELDS = tuple(name for name in JOB_FIELDS if name != "audit")
+_SCALAR_JOB_FIELDS = tuple(name for name in JOB_FIELDS if name not in ("audit", "payload"))  # put_job writes these two itself
 _STATUSES = {status.value: status for status in JobStatus}
 _MISFIRES = {misfire.value: misfire for misfire in Misfire}
 _OVERLAPS = {overlap.value: overlap for overlap in Overlap}
@@ -76,6 +84,58 @@ def plain(value: Any) -> Any:
         value = value.astimezone(_UTC)
         return datetime(value.year, value.month, value.day, value.hour, value.minute, value.second, value.microsecond, tzinfo=_UTC)
     return value
+
+
+# -- payloads -------------------------------------------------------------------------
+
+# Firestore's limits on a map value (measured on the emulator, and Firestore's documented
+# quotas): depth counts the payload map itself as 1, as the API's MAX_PAYLOAD_DEPTH does.
+FIRESTORE_MAX_DEPTH = 20
+FIRESTORE_MAX_KEY_BYTES = 1500
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _is_native(payload: dict[str, Any]) -> bool:
+    """True when Firestore can store ``payload`` as a map value: no array directly in an
+    array, map keys non-empty, not ``__reserved__`` and at most 1,500 bytes, integers
+    within int64, at most :data:`FIRESTORE_MAX_DEPTH` levels. Iterative."""
+    stack: list[tuple[Any, int, bool]] = [(payload, 1, False)]
+    while stack:
+        value, depth, in_array = stack.pop()
+        kind = type(value)
+        if kind is dict:
+            if depth > FIRESTORE_MAX_DEPTH:
+                return False
+            for key, item in value.items():
+                if not key or (key.startswith("__") and key.endswith("__") and len(key) >= 4) or len(key.encode("utf-8")) > FIRESTORE_MAX_KEY_BYTES:
+                    return False
+                stack.append((item, depth + 1, False))
+        elif kind is list:
+            if in_array or depth > FIRESTORE_MAX_DEPTH:
+                return False
+            stack.extend((item, depth + 1, True) for item in value)
+        elif kind is int and not _INT64[0] <= value <= _INT64[1]:
+            return False
+    return True
+
+
+def payload_value(payload: dict[str, Any]) -> dict[str, Any] | str:
+    """What the ``payload`` field holds: the payload itself (a map), or its JSON text when
+    Firestore cannot store it as a map (see the module docstring)."""
+    if _is_native(payload):
+        return payload
+    return json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def payload_from_value(value: Any) -> Any:
+    """The payload a stored ``payload`` field holds (a map, or JSON text: see
+    :func:`payload_value`). Raises ValueError for text that is not a JSON object."""
+    if not isinstance(value, str):
+        return value
+    payload = json.loads(value)
+    if not isinstance(payload, dict):
+        raise ValueError(f"payload text holds a JSON {type(payload).__name__}, not an object")
+    return payload
 
 
 # -- values ---------------------------------------------------------------------------
@@ -211,6 +271,7 @@ def job_fields(job: Job) -> dict[str, Any]:
     data = job.to_dict()
     for name in JOB_DATETIME_FIELDS:
         data[name] = getattr(job, name)
+    data["payload"] = payload_value(job.payload)
     return data
 
 
@@ -219,6 +280,7 @@ def put_job(fields: Any, job: Job) -> None:
     but for the derived ``runs_remaining``, which nothing reads back)."""
     for name in _SCALAR_JOB_FIELDS:
         _put(fields[name], getattr(job, name))
+    _put(fields["payload"], payload_value(job.payload))
     audit = fields["audit"].array_value
     audit.SetInParent()
     for entry in job.audit:
@@ -254,6 +316,7 @@ def job_from_data(data: dict[str, Any], where: str) -> Job:
             value = values.get(name)
             if value is not None and (type(value) is not datetime or value.tzinfo is not _UTC):
                 values[name] = from_iso(value) if isinstance(value, str) else plain(value)
+        values["payload"] = payload_from_value(values["payload"])
         values["status"] = _STATUSES[values["status"]]
         values["misfire"] = _MISFIRES[values.get("misfire", "run_once")]
         values["overlap"] = _OVERLAPS[values.get("overlap", "skip")]

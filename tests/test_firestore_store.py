@@ -561,3 +561,52 @@ def test_a_finished_job_that_changes_before_its_delete_is_left_with_its_history(
     assert store.delete_finished_jobs(before=T0, limit=10) == 2
     assert [j.id for j in store.list_jobs()] == ["c1"]
     assert store.rpc_counts["commit"] == 4  # all three refused together, then one each
+
+
+# -- payloads Firestore cannot hold as a map --------------------------------------------------
+def _nested_maps(levels: int) -> dict:
+    payload: dict = {"leaf": 1}
+    for _ in range(levels - 1):
+        payload = {"m": payload}
+    return payload
+
+
+# What the API accepts (any JSON object within its limits) and Firestore refuses as a map value.
+PAYLOADS_NOT_MAPS = {
+    "array-in-array": {"points": [[48.85, 2.35], [51.5, -0.12]], "empty": [[]]},
+    "empty-key": {"": 1},
+    "reserved-key": {"__name__": "x"},
+    "long-key": {"k" * 1501: 1},
+    "int-past-int64": {"n": 2**70, "m": -(2**63) - 1},
+    "21-levels": _nested_maps(21),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAYLOADS_NOT_MAPS))
+def test_a_payload_firestore_cannot_hold_as_a_map_is_stored_as_json_text_and_runs(new_store, emulator, name):
+    """Before, such a job got a 503 (Firestore refused the write: "Cannot convert an array
+    value in an array value") or a 500 (an int past int64); a settle carrying one failed
+    its whole batch. Now it is stored as JSON text, reads back equal, and ticks."""
+    payload = PAYLOADS_NOT_MAPS[name]
+    store = new_store()
+    env = service_env(SCHEDULER_STORAGE="firestore", GOOGLE_CLOUD_PROJECT=emulator.project, FIRESTORE_EMULATOR_HOST=emulator.host, AUTH_MODE="disabled")
+    client = create_app(env, store=store).test_client()
+    created = client.post("/api/v1/jobs", json={"id": "p1", "job_type": "log", "interval_seconds": 60, "payload": payload})
+    assert created.status_code == 201, created.get_data(as_text=True)[:300]
+    assert client.get("/api/v1/jobs/p1").get_json()["payload"] == payload
+    assert isinstance(store._col("jobs").document("p1").get().to_dict()["payload"], str)
+    store.add_job(make_job("p2", payload=payload))
+    engine = TickEngine(store, noop_registry(), settings())
+    metrics = engine.run_tick(now=T0 + timedelta(days=3650), tick_id="t1").tick.metrics
+    assert metrics.jobs_succeeded == 2 and metrics.jobs_failed == 0
+    assert store.get_job("p1").payload == payload and store.get_job("p2").payload == payload
+    assert store.get_job("p2").status is JobStatus.COMPLETED and store.get_job("p1").run_count == 1
+
+
+def test_a_payload_firestore_can_hold_stays_a_map(new_store):
+    """The wire format of every payload Firestore can hold is unchanged: a map."""
+    store = new_store()
+    payload = {"a": [{"b": [1, "x", None]}], "n": 2**63 - 1, "m": -(2**63), "deep": _nested_maps(19), "___": True, "a.b/c": 1.5}
+    store.add_job(make_job("m1", payload=payload))
+    assert store._col("jobs").document("m1").get().to_dict()["payload"] == payload
+    assert store.get_job("m1").payload == payload
