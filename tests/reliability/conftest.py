@@ -153,15 +153,22 @@ class Backend:
                 assert set(codes) == {0}, codes
 
     def all_jobs(self) -> list[Job]:
+        """Every stored job, read through a store of its own, closed after: drills call this
+        once per round, and the long crash drill's 200 rounds of PostgreSQL pools left open
+        ran the server out of connections ("too many clients already")."""
         store = self.store()
-        out: list[Job] = []
-        after = None
-        while True:
-            page = store.list_jobs(limit=500, after_id=after)
-            out += page
-            if len(page) < 500:
-                return out
-            after = page[-1].id
+        try:
+            out: list[Job] = []
+            after = None
+            while True:
+                page = store.list_jobs(limit=500, after_id=after)
+                out += page
+                if len(page) < 500:
+                    return out
+                after = page[-1].id
+        finally:
+            self._stores.remove(store)
+            store.close()
 
     # -- outage ---------------------------------------------------------------
     def down(self) -> None:

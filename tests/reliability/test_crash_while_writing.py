@@ -59,7 +59,6 @@ def test_kill_9_during_writes_leaves_a_valid_store_with_every_acknowledged_write
             assert not list(path.parent.glob(f".{path.name}.*.tmp")), "open() removes the interrupted writes' temp files"
             missing = acknowledged - set(doc["jobs"])
         else:
-            store = backend.store()
             ids = {job.id for job in backend.all_jobs()}  # every document decodes (StoreCorrupt otherwise)
             missing = acknowledged - ids
         assert not missing, f"loop {loop}: acknowledged adds lost: {sorted(missing)[:5]}"
