@@ -523,16 +523,16 @@ class TickEngine:
             return {}
         starts: dict[str, float] = {}  # set by _run_one when a handler starts
         timeouts = {job.id: self._timeout(job) for job in jobs}
-        cancels = {job.id: Cancellation() for job in jobs}
         # Every lease of the batch is kept from now until the batch is done: queued runs too.
-        held = self.keeper.hold([(job, cancels[job.id]) for job in jobs])
+        # Each held run carries its run's cancellation.
+        held = self.keeper.hold([(job, Cancellation()) for job in jobs])
         try:
-            return self._run_batch(jobs, scope, starts, timeouts, cancels, {h.run.job_id: h for h in held})
+            return self._run_batch(jobs, scope, starts, timeouts, {h.run.job_id: h for h in held})
         finally:
             self.keeper.release(held)
 
     def _run_batch(
-        self, jobs: list[Job], scope: RunScope, starts: dict[str, float], timeouts: dict[str, float], cancels: dict[str, Cancellation], held: dict[str, HeldRun]
+        self, jobs: list[Job], scope: RunScope, starts: dict[str, float], timeouts: dict[str, float], held: dict[str, HeldRun]
     ) -> dict[str, RunResult]:
         """:meth:`_execute`'s threads and its wait for them, with the batch's leases held."""
         queue = deque(jobs)
@@ -548,7 +548,7 @@ class TickEngine:
                 except IndexError:
                     return
                 try:
-                    result = self._run_one(job, scope, timeouts[job.id], starts, cancels[job.id])
+                    result = self._run_one(job, scope, timeouts[job.id], starts, held[job.id].cancelled)
                 except BaseException as exc:  # _run_one catches every Exception; sys.exit() in a handler lands here
                     result = RunResult(Outcome.FAILED, error=f"the handler did not return: {_error_text(exc)}", started_at=scope.now)
                 held[job.id].finished = True  # its lease stays kept until the batch is done, but is no longer replaced
@@ -585,7 +585,7 @@ class TickEngine:
                 for job in pending:
                     if job.id in results or job.id not in starts or clock - starts[job.id] < timeouts[job.id]:
                         continue
-                    cancels[job.id].set()
+                    held[job.id].cancelled.set()
                     abandoned.add(job.id)
                     self._abandon(job)
                     results[job.id] = self._timed_out(job, scope, timeouts[job.id], clock - starts[job.id])
@@ -605,7 +605,7 @@ class TickEngine:
         execution = Execution(job.id, fire_at, job.attempts, scope.tick_id, Outcome.FAILED, scope.now, round(elapsed * 1000, 3), error, scope.source, scope.task)
         return RunResult(Outcome.FAILED, error=error, started_at=scope.now, duration_ms=round(elapsed * 1000, 3), executions=[execution])
 
-    def _run_one(self, job: Job, scope: RunScope, timeout: float, starts: dict[str, float], cancelled: Cancellation) -> RunResult:
+    def _run_one(self, job: Job, scope: RunScope, timeout: float, starts: dict[str, float], cancelled: Cancellation | threading.Event) -> RunResult:
         begin = self.monotonic()
         # Not started: past the deadline, too many abandoned runs of its type, or its lease
         # was lost while it waited (paused, cancelled, replaced: the settle is refused anyway).
@@ -614,7 +614,7 @@ class TickEngine:
         starts[job.id] = begin
         return self._call_handler(job, scope, begin, timeout, cancelled)
 
-    def _call_handler(self, job: Job, scope: RunScope, begin: float, timeout: float, cancelled: Cancellation) -> RunResult:
+    def _call_handler(self, job: Job, scope: RunScope, begin: float, timeout: float, cancelled: Cancellation | threading.Event) -> RunResult:
         now = scope.now
         fire_at = job.fire_at or now
         executions: list[Execution] = []

@@ -107,6 +107,11 @@ def _make_encode() -> Any:
 
 
 _encode = _make_encode()
+
+
+def _record_text(name: str, record: Any) -> bytes:
+    """One record of a section as the file holds it: ``"name":<its JSON>``."""
+    return _encode(name) + b":" + _encode(record)
 # A file json.loads cannot parse for its nesting is parsed again in a worker thread with
 # this stack and recursion limit, to name the jobs at fault. CPython 3.11's json uses
 # about 200 bytes of C stack per level (measured: 80,000 levels fit in 16 MiB), so
@@ -273,7 +278,7 @@ class JsonFileStore(TableStore):
                     if name not in value:
                         texts.pop(name, None)
                     elif name in texts:
-                        texts[name] = _encode(name) + b":" + _encode(value[name])
+                        texts[name] = _record_text(name, value[name])
                     else:
                         added.append(name)
                 if added:  # new keys are the last ones of the section: add them in its order
@@ -286,9 +291,9 @@ class JsonFileStore(TableStore):
                             tail.append(name)
                             wanted.discard(name)
                     for name in reversed(tail):
-                        texts[name] = _encode(name) + b":" + _encode(value[name])
+                        texts[name] = _record_text(name, value[name])
             else:
-                texts = {name: _encode(name) + b":" + _encode(record) for name, record in value.items()}
+                texts = {name: _record_text(name, record) for name, record in value.items()}
             if isinstance(value, _Section):
                 value.changed.clear()
             self._texts[key] = (value, texts)

@@ -437,9 +437,7 @@ def _job_from_row(row: Sequence[Any]) -> Job:
         raise ValueError(f"extra is a JSON {type(extra).__name__}, not an object")
     data["payload"] = payload
     for name in _TIMESTAMP_COLUMNS:
-        value = data[name]
-        if value is not None and value.tzinfo is not timezone.utc:
-            data[name] = value.astimezone(timezone.utc)
+        data[name] = _utc(data[name])
     return job_from_data(extra | data)
 
 
